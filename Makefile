@@ -1,0 +1,52 @@
+# The two commands the README promises: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint install install-dev migrate bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Installed markers: reinstall only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+migrate: install
+	$(BIN)/faultmaven-auth migrate
+
+## make run: the service on the embedded default (SQLite file + in-process store)
+run: install
+	@$(BIN)/faultmaven-auth migrate
+	@echo ""
+	@echo "  FaultMaven Auth on http://$(HOST):$(PORT)"
+	@echo "  API docs:      http://$(HOST):$(PORT)/docs"
+	@echo "  First organization (self-service sign-up):"
+	@echo "    curl -s -X POST http://$(HOST):$(PORT)/api/v1/auth/register -H 'Content-Type: application/json' \\"
+	@echo "      -d '{\"organization_name\": \"Acme\", \"email\": \"owner@acme.test\", \"password\": \"a long passphrase\", \"full_name\": \"Ann Owner\"}'"
+	@echo "  or: $(BIN)/faultmaven-auth bootstrap --help"
+	@echo ""
+	$(BIN)/faultmaven-auth serve --host $(HOST) --port $(PORT)
+
+lint: install-dev
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+## make test: lint, then the whole suite (embedded backend and PostgreSQL + Redis)
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis var

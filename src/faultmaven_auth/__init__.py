@@ -1,0 +1,3 @@
+"""FaultMaven Auth Service, Enterprise Edition."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,157 @@
+"""The app factory. The lifespan owns every connection, client and background task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from faultmaven_auth import __version__
+from faultmaven_auth.audit.endpoints import router as audit_router
+from faultmaven_auth.config import Settings, load_settings
+from faultmaven_auth.errors import install_error_handlers
+from faultmaven_auth.identity.endpoints import auth_router as register_router
+from faultmaven_auth.identity.endpoints import users_router
+from faultmaven_auth.identity.passwords import PasswordHasher
+from faultmaven_auth.observability.health import router as health_router
+from faultmaven_auth.observability.logging import configure_logging
+from faultmaven_auth.observability.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+)
+from faultmaven_auth.organizations.endpoints import router as organizations_router
+from faultmaven_auth.rbac.endpoints import router as roles_router
+from faultmaven_auth.runtime import Runtime
+from faultmaven_auth.storage.db import Database, create_engine
+from faultmaven_auth.storage.kv import build_kv_store
+from faultmaven_auth.tokens.access import AccessTokenCodec
+from faultmaven_auth.tokens.endpoints import router as tokens_router
+from faultmaven_auth.tokens.endpoints import service_clients as service_clients_router
+from faultmaven_auth.tokens.endpoints import well_known
+from faultmaven_auth.tokens.keys import KeyCipher, KeyRing, ensure_signing_key
+
+logger = logging.getLogger("faultmaven_auth")
+
+
+class ConfigurationError(RuntimeError):
+    """The configuration cannot run safely; the message names the setting to fix."""
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    db = Database(create_engine(settings.database_url, pool_size=settings.database_pool_size))
+    redis_password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    kv = build_kv_store(settings.redis_url, password=redis_password, prefix=settings.kv_key_prefix)
+    secret = settings.signing_key_encryption_key
+    cipher = KeyCipher(secret.get_secret_value() if secret else None)
+    keys = KeyRing(cipher)
+    try:
+        async with db.transaction() as session:
+            await ensure_signing_key(session, algorithm=settings.jwt_algorithm.value, cipher=cipher)
+        async with db.session() as session:
+            await keys.refresh(session)
+    except (OperationalError, ProgrammingError) as exc:
+        await db.dispose()
+        await kv.close()
+        raise ConfigurationError(
+            "The database is unreachable or not migrated: run `faultmaven-auth migrate` "
+            f"against DATABASE_URL first ({type(exc.orig).__name__})"
+        ) from exc
+    return Runtime(
+        settings=settings,
+        db=db,
+        kv=kv,
+        hasher=PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost_kib=settings.argon2_memory_cost_kib,
+            parallelism=settings.argon2_parallelism,
+        ),
+        cipher=cipher,
+        keys=keys,
+        access_tokens=AccessTokenCodec(
+            keys,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+        ),
+    )
+
+
+async def _refresh_keys_forever(runtime: Runtime) -> None:
+    """Pick up keys rotated elsewhere (CLI, another replica) without a restart."""
+    while True:
+        await asyncio.sleep(runtime.settings.signing_key_refresh_seconds)
+        try:
+            async with runtime.db.session() as session:
+                await runtime.keys.refresh(session)
+        except Exception:
+            logger.exception("Signing key refresh failed; keeping the keys already loaded")
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+    settings = settings or load_settings()
+    problems = settings.startup_problems()
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+    if configure_logs:
+        configure_logging(
+            level=settings.log_level,
+            service=settings.service_name,
+            environment=settings.environment.value,
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await build_runtime(settings)
+        app.state.runtime = runtime
+        refresher = asyncio.create_task(_refresh_keys_forever(runtime))
+        logger.info("Service started", extra={"version": __version__})
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await runtime.kv.close()
+            await runtime.db.dispose()
+
+    app = FastAPI(
+        title="FaultMaven Auth Service (Enterprise Edition)",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    for router in (
+        health_router,
+        well_known,
+        register_router,
+        tokens_router,
+        organizations_router,
+        users_router,
+        roles_router,
+        audit_router,
+        service_clients_router,
+    ):
+        app.include_router(router)
+
+    # Added innermost first: the request-context middleware must wrap everything.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,1 @@
+"""The audit log: what happened, who did it, from where; written with the change itself."""

@@ -1,0 +1,79 @@
+"""Writes audit events into the caller's session, so they commit or roll back with it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from faultmaven_auth.audit.events import AuditEventType, Outcome
+from faultmaven_auth.errors import PermissionDenied
+from faultmaven_auth.storage.db import Database
+from faultmaven_auth.storage.models import AuditEvent
+
+
+@dataclass(frozen=True)
+class RequestMeta:
+    """Where a request came from, as the audit log records it."""
+
+    ip_address: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+
+
+def record_audit_event(
+    session: AsyncSession,
+    event_type: AuditEventType,
+    *,
+    meta: RequestMeta,
+    organization_id: uuid.UUID | None,
+    actor_id: uuid.UUID | None,
+    target_type: str | None = None,
+    target_id: uuid.UUID | str | None = None,
+    outcome: Outcome = Outcome.SUCCESS,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    event = AuditEvent(
+        organization_id=organization_id,
+        actor_id=actor_id,
+        event_type=event_type.value,
+        target_type=target_type,
+        target_id=None if target_id is None else str(target_id),
+        outcome=outcome.value,
+        ip_address=meta.ip_address,
+        user_agent=(meta.user_agent or "")[:512] or None,
+        request_id=meta.request_id,
+        details=details or {},
+    )
+    session.add(event)
+    return event
+
+
+@asynccontextmanager
+async def audited_transaction(
+    db: Database, meta: RequestMeta, *, organization_id: uuid.UUID, actor_id: uuid.UUID
+) -> AsyncIterator[AsyncSession]:
+    """A write transaction whose refusals are audited.
+
+    A ``PermissionDenied`` raised inside rolls the change back, then records the denial
+    in a transaction of its own, so the refusal is kept even though the change is not.
+    """
+    try:
+        async with db.transaction() as session:
+            yield session
+    except PermissionDenied as exc:
+        async with db.transaction() as session:
+            record_audit_event(
+                session,
+                AuditEventType.PERMISSION_DENIED,
+                meta=meta,
+                organization_id=organization_id,
+                actor_id=actor_id,
+                outcome=Outcome.DENIED,
+                details={"reason": exc.message},
+            )
+        raise

@@ -1,0 +1,266 @@
+"""Command-line interface: serve, migrate, bootstrap, keys rotate, service-clients, check-config.
+
+Every command reads the same settings as the service (environment variables, ``.env``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import click
+
+from faultmaven_auth.audit.events import AuditEventType
+from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
+from faultmaven_auth.config import Settings, load_settings
+
+T = TypeVar("T")
+
+CLI_META = RequestMeta(user_agent="faultmaven-auth-cli")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except Exception as exc:  # pydantic's ValidationError, rendered for a human
+        raise click.ClickException(f"invalid configuration: {exc}") from exc
+
+
+def _run(factory: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(factory())  # type: ignore[arg-type]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="faultmaven-auth")
+def main() -> None:
+    """FaultMaven Auth Service (Enterprise Edition)."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default: HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: PORT or 8000).")
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes (needs REDIS_URL if > 1)."
+)
+@click.option("--migrate/--no-migrate", default=False, help="Apply migrations before starting.")
+def serve(host: str | None, port: int | None, workers: int | None, migrate: bool) -> None:
+    """Run the HTTP service with uvicorn."""
+    import uvicorn
+
+    settings = _settings(host=host, port=port, workers=workers)
+    problems = settings.startup_problems()
+    if problems:
+        raise click.ClickException("refusing to start: " + "; ".join(problems))
+    if migrate:
+        from faultmaven_auth.storage.migrate import upgrade
+
+        upgrade(settings.database_url)
+    # Workers build their app from the environment; pass the CLI's choices along.
+    os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
+    os.environ["WORKERS"] = str(settings.workers)
+    click.echo(
+        f"FaultMaven Auth on http://{settings.host}:{settings.port} "
+        f"(API docs: http://{settings.host}:{settings.port}/docs)",
+        err=True,
+    )
+    uvicorn.run(
+        "faultmaven_auth.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic) up to the newest revision."""
+    from faultmaven_auth.storage.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    click.echo("database schema is up to date")
+
+
+@main.command()
+@click.option("--organization-name", required=True, help="Name of the new organization.")
+@click.option("--email", required=True, help="Email of its owner.")
+@click.option("--full-name", required=True, help="Owner's full name.")
+@click.option(
+    "--password",
+    envvar="BOOTSTRAP_PASSWORD",
+    required=True,
+    help="Owner's password (or the BOOTSTRAP_PASSWORD environment variable).",
+)
+@click.option("--max-users", type=int, default=None, help="Plan limit on active users.")
+@click.option("--max-teams", type=int, default=None, help="Plan limit on teams.")
+def bootstrap(
+    organization_name: str,
+    email: str,
+    full_name: str,
+    password: str,
+    max_users: int | None,
+    max_teams: int | None,
+) -> None:
+    """Create an organization and its owner, non-interactively."""
+    from faultmaven_auth.app import build_runtime
+    from faultmaven_auth.errors import AppError
+    from faultmaven_auth.identity.service import (
+        check_password_policy,
+        create_organization_with_owner,
+    )
+
+    settings = _settings()
+
+    async def go() -> dict[str, str]:
+        runtime = await build_runtime(settings)
+        try:
+            check_password_policy(password)
+            password_hash = await runtime.hasher.hash(password)
+            async with runtime.db.transaction() as session:
+                user, org = await create_organization_with_owner(
+                    session,
+                    runtime,
+                    organization_name=organization_name,
+                    email=email,
+                    full_name=full_name,
+                    password_hash=password_hash,
+                    meta=CLI_META,
+                    max_users=max_users,
+                    max_teams=max_teams,
+                )
+            return {"organization_id": str(org.id), "user_id": str(user.id), "email": user.email}
+        finally:
+            await runtime.kv.close()
+            await runtime.db.dispose()
+
+    try:
+        click.echo(json.dumps(_run(go)))
+    except AppError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+
+
+@main.group()
+def keys() -> None:
+    """Signing keys."""
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Make a new current signing key.
+
+    The previous keys stay in the JWKS until every token they signed has expired.
+    """
+    from faultmaven_auth.storage.db import Database, create_engine
+    from faultmaven_auth.tokens.keys import KeyCipher, rotate_signing_key
+
+    settings = _settings()
+    secret = settings.signing_key_encryption_key
+    cipher = KeyCipher(secret.get_secret_value() if secret else None)
+    grace = timedelta(
+        seconds=settings.access_token_ttl_seconds + settings.signing_key_refresh_seconds + 60
+    )
+
+    async def go() -> dict[str, Any]:
+        db = Database(create_engine(settings.database_url))
+        try:
+            async with db.transaction() as session:
+                key, previous = await rotate_signing_key(
+                    session, algorithm=settings.jwt_algorithm.value, cipher=cipher, grace=grace
+                )
+                record_audit_event(
+                    session,
+                    AuditEventType.SIGNING_KEY_ROTATED,
+                    meta=CLI_META,
+                    organization_id=None,
+                    actor_id=None,
+                    target_type="signing_key",
+                    target_id=key.kid,
+                    details={"previous": previous},
+                )
+            return {
+                "kid": key.kid,
+                "algorithm": key.algorithm,
+                "previous": previous,
+                "previous_retire_after": (key.activated_at + grace).isoformat()
+                if key.activated_at
+                else None,
+            }
+        finally:
+            await db.dispose()
+
+    click.echo(json.dumps(_run(go)))
+
+
+@main.group("service-clients")
+def service_clients() -> None:
+    """Service clients that may call token introspection."""
+
+
+@service_clients.command("create")
+@click.option("--name", required=True, help="What this client is (shown in audit).")
+@click.option(
+    "--organization-id",
+    type=click.UUID,
+    default=None,
+    help="Limit the client to one organization's tokens (default: platform-wide).",
+)
+def service_clients_create(name: str, organization_id: uuid.UUID | None) -> None:
+    """Create a client; its secret is printed once and stored only as a hash."""
+    from faultmaven_auth.storage.db import Database, create_engine
+    from faultmaven_auth.tokens.service_clients import create_service_client
+
+    settings = _settings()
+
+    async def go() -> dict[str, Any]:
+        db = Database(create_engine(settings.database_url))
+        try:
+            async with db.transaction() as session:
+                created = create_service_client(session, name=name, organization_id=organization_id)
+                await session.flush()
+                record_audit_event(
+                    session,
+                    AuditEventType.SERVICE_CLIENT_CREATED,
+                    meta=CLI_META,
+                    organization_id=organization_id,
+                    actor_id=None,
+                    target_type="service_client",
+                    target_id=created.client.id,
+                    details={"client_id": created.client.client_id},
+                )
+            return {
+                "client_id": created.client.client_id,
+                "client_secret": created.client_secret,
+                "organization_id": str(organization_id) if organization_id else None,
+            }
+        finally:
+            await db.dispose()
+
+    click.echo(json.dumps(_run(go)))
+
+
+@main.command("check-config")
+def check_config() -> None:
+    """Validate the configuration for the configured ENVIRONMENT; exit 1 on a problem."""
+    settings = _settings()
+    problems = settings.startup_problems()
+    summary = {
+        "environment": settings.environment.value,
+        "database": "sqlite" if settings.uses_sqlite else "postgresql",
+        "store": "in-process" if settings.uses_in_process_store else "redis",
+        "jwt_algorithm": settings.jwt_algorithm.value,
+        "problems": problems,
+    }
+    click.echo(json.dumps(summary, indent=2))
+    if problems:
+        sys.exit(1)

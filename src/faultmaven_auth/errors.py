@@ -1,0 +1,191 @@
+"""One error base for the whole service, and the handlers that render it.
+
+Domain code raises ``AppError`` subclasses and never imports HTTP types; the handlers
+installed by ``install_error_handlers`` turn them (and framework errors) into
+``{"error": {"code", "message", "request_id"}}`` with the status the class carries.
+
+    AppError                      status  code
+    ├── BadRequest                400     BAD_REQUEST / INVALID_JSON
+    ├── ValidationFailed          422     VALIDATION_ERROR / WEAK_PASSWORD
+    ├── Unauthorized              401     UNAUTHORIZED
+    │   ├── InvalidCredentials    401     INVALID_CREDENTIALS
+    │   └── InvalidToken          401     INVALID_TOKEN
+    ├── Forbidden                 403     FORBIDDEN
+    │   └── PermissionDenied      403     PERMISSION_DENIED
+    ├── NotFound                  404     NOT_FOUND (and <THING>_NOT_FOUND)
+    ├── Conflict                  409     CONFLICT (and specific codes)
+    ├── PayloadTooLarge           413     PAYLOAD_TOO_LARGE
+    └── ServiceUnavailable        503     SERVICE_UNAVAILABLE
+
+Unexpected exceptions never reach the client as a traceback: the request middleware
+logs them and answers 500 ``INTERNAL_ERROR``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from faultmaven_auth.observability.context import current_request_id
+
+
+class AppError(Exception):
+    status_code = 500
+    code = "INTERNAL_ERROR"
+    message = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.code = code or self.code
+        self.details = details
+        self.headers = headers
+        super().__init__(self.message)
+
+
+class BadRequest(AppError):
+    status_code = 400
+    code = "BAD_REQUEST"
+    message = "Bad request"
+
+
+class ValidationFailed(AppError):
+    status_code = 422
+    code = "VALIDATION_ERROR"
+    message = "The request is not valid"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = "UNAUTHORIZED"
+    message = "Authentication required"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class InvalidCredentials(Unauthorized):
+    code = "INVALID_CREDENTIALS"
+    message = "Invalid email or password"
+
+
+class InvalidToken(Unauthorized):
+    code = "INVALID_TOKEN"
+    message = "The token is invalid, expired or revoked"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "FORBIDDEN"
+    message = "Forbidden"
+
+
+class PermissionDenied(Forbidden):
+    code = "PERMISSION_DENIED"
+    message = "You do not have permission to do this"
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "NOT_FOUND"
+    message = "Not found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "CONFLICT"
+    message = "Conflict"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+    message = "The request body is too large"
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+    message = "Service unavailable"
+
+
+def error_body(
+    code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "request_id": current_request_id(),
+    }
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)  # noqa: S101 - registered for AppError only
+    return JSONResponse(
+        error_body(exc.code, exc.message, exc.details),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
+    if exc.status_code == 404:
+        message = "Not found"
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+def _describe_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # The rejected input is deliberately left out: it may be a password or a token.
+    return [
+        {
+            "field": ".".join(str(part) for part in err.get("loc", ()) if part != "body"),
+            "type": err.get("type", "invalid"),
+            "message": err.get("msg", "invalid"),
+        }
+        for err in exc.errors()
+    ]
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    details = _describe_validation_errors(exc)
+    if any(d["type"] == "json_invalid" for d in details):
+        return JSONResponse(
+            error_body("INVALID_JSON", "The request body is not valid JSON"), status_code=400
+        )
+    return JSONResponse(
+        error_body("VALIDATION_ERROR", "The request is not valid", details), status_code=422
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,0 +1,1 @@
+"""Telemetry in one place: request context, logging and request middleware."""

@@ -1,0 +1,53 @@
+"""Liveness and readiness probes (DESIGN §8).
+
+``/health`` touches nothing: a process that answers is alive. ``/ready`` checks the
+database and the key-value store concurrently, each with a short timeout, so a hung
+dependency makes the probe fail fast instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from faultmaven_auth.runtime import Runtime, get_runtime
+
+router = APIRouter(tags=["operations"])
+logger = logging.getLogger("faultmaven_auth.health")
+
+PROBE_TIMEOUT_SECONDS = 1.0
+
+
+async def _check(name: str, probe: Callable[[], Awaitable[None]]) -> bool:
+    try:
+        await asyncio.wait_for(probe(), PROBE_TIMEOUT_SECONDS)
+    except Exception as exc:
+        logger.warning(
+            "Readiness check failed", extra={"check": name, "reason": type(exc).__name__}
+        )
+        return False
+    return True
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "healthy", "edition": "enterprise"}
+
+
+@router.get("/ready")
+async def ready(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
+    database, redis = await asyncio.gather(
+        _check("database", runtime.db.ping), _check("redis", runtime.kv.ping)
+    )
+    ok = database and redis
+    return JSONResponse(
+        {
+            "status": "ready" if ok else "not_ready",
+            "checks": {"database": database, "redis": redis},
+        },
+        status_code=200 if ok else 503,
+    )

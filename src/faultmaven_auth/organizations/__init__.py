@@ -1,0 +1,1 @@
+"""Tenants, invitations and teams."""

@@ -1,0 +1,160 @@
+"""FastAPI dependencies: who is calling, and may they do this in this organization.
+
+``current_principal`` verifies the bearer token (signature, claims, revocation) and loads
+the user, organization and effective permissions in one place per request, so a role
+change or a deactivation takes effect on the next request. ``require`` builds the
+dependency for organization routes: another tenant's id is answered with 404 (never
+403, which would confirm the id exists); a missing permission with 403, audited.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+
+from faultmaven_auth.audit.events import AuditEventType, Outcome
+from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
+from faultmaven_auth.errors import InvalidToken, NotFound, PermissionDenied, Unauthorized
+from faultmaven_auth.observability.context import bind_context
+from faultmaven_auth.rbac.permissions import Permission
+from faultmaven_auth.rbac.repository import effective_permissions
+from faultmaven_auth.runtime import Runtime, get_runtime
+from faultmaven_auth.storage.models import Organization, Role, User
+from faultmaven_auth.storage.tenancy import OrgId
+from faultmaven_auth.tokens.access import AccessClaims
+from faultmaven_auth.tokens.revocation import is_revoked
+
+logger = logging.getLogger("faultmaven_auth.authz")
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    organization: Organization
+    roles: list[Role]
+    permissions: frozenset[Permission]
+    claims: AccessClaims
+
+    @property
+    def org_id(self) -> OrgId:
+        # The caller's own organization is, by construction, checked.
+        return OrgId(self.organization.id)
+
+
+def request_meta(request: Request) -> RequestMeta:
+    return RequestMeta(
+        ip_address=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("A bearer access token is required", code="NOT_AUTHENTICATED")
+    return token.strip()
+
+
+async def verify_access_token(runtime: Runtime, token: str) -> AccessClaims:
+    """Signature, claims and revocation; no database access."""
+    claims = runtime.access_tokens.verify(token)
+    if await is_revoked(runtime.kv, claims):
+        raise InvalidToken
+    return claims
+
+
+async def current_principal(request: Request, runtime: Runtime = Depends(get_runtime)) -> Principal:
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    claims = await verify_access_token(runtime, bearer_token(request))
+    async with runtime.db.session() as session:
+        row = (
+            await session.execute(
+                select(User, Organization)
+                .join(Organization, Organization.id == User.organization_id)
+                .where(User.id == claims.user_id, User.organization_id == claims.organization_id)
+            )
+        ).first()
+        if row is None:
+            raise InvalidToken
+        user, organization = row
+        if not user.is_active or organization.is_deleted:
+            raise InvalidToken
+        roles, permissions = await effective_permissions(session, user.id)
+    principal = Principal(user, organization, roles, permissions, claims)
+    request.state.principal = principal
+    bind_context(user_id=str(user.id), organization_id=str(organization.id))
+    return principal
+
+
+async def _audit_denial(
+    runtime: Runtime, request: Request, principal: Principal, permission: Permission
+) -> None:
+    async with runtime.db.transaction() as session:
+        record_audit_event(
+            session,
+            AuditEventType.PERMISSION_DENIED,
+            meta=request_meta(request),
+            organization_id=principal.organization.id,
+            actor_id=principal.user.id,
+            outcome=Outcome.DENIED,
+            details={
+                "permission": permission.value,
+                "method": request.method,
+                "route": _route_template(request),
+            },
+        )
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+async def deny(
+    runtime: Runtime, request: Request, principal: Principal, permission: Permission
+) -> PermissionDenied:
+    """Audit a refused action and return the error to raise."""
+    logger.warning(
+        "Permission denied",
+        extra={"event_type": "permission_denied", "reason": permission.value},
+    )
+    await _audit_denial(runtime, request, principal, permission)
+    return PermissionDenied()
+
+
+@dataclass(frozen=True)
+class OrgAccess:
+    """A caller allowed to act in ``org_id`` (a checked tenant id)."""
+
+    principal: Principal
+    org_id: OrgId
+    meta: RequestMeta
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[OrgAccess]]:
+    async def dependency(
+        org_id: uuid.UUID,
+        request: Request,
+        principal: Principal = Depends(current_principal),
+        runtime: Runtime = Depends(get_runtime),
+    ) -> OrgAccess:
+        if org_id != principal.organization.id:
+            logger.warning(
+                "Cross-tenant access refused",
+                extra={"event_type": "cross_tenant_access", "reason": "organization mismatch"},
+            )
+            raise NotFound("Organization not found", code="ORGANIZATION_NOT_FOUND")
+        if permission not in principal.permissions:
+            raise await deny(runtime, request, principal, permission)
+        return OrgAccess(principal, principal.org_id, request_meta(request))
+
+    return dependency

@@ -1,0 +1,34 @@
+"""What a running app holds: settings and every client the lifespan opened.
+
+Built once by ``app.create_app``'s lifespan and reached from endpoints through
+``get_runtime``; nothing here is created at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from faultmaven_auth.config import Settings
+from faultmaven_auth.identity.passwords import PasswordHasher
+from faultmaven_auth.storage.db import Database
+from faultmaven_auth.storage.kv import KeyValueStore
+from faultmaven_auth.tokens.access import AccessTokenCodec
+from faultmaven_auth.tokens.keys import KeyCipher, KeyRing
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    kv: KeyValueStore
+    hasher: PasswordHasher
+    cipher: KeyCipher
+    keys: KeyRing
+    access_tokens: AccessTokenCodec
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime

@@ -1,0 +1,1 @@
+"""Relational storage (SQLAlchemy 2 async + Alembic) and the key-value store."""

@@ -1,0 +1,185 @@
+"""The key-value store for fast, expiring state: revocations, counters, one-time values.
+
+Two implementations behind one protocol, both held to one contract test suite:
+``RedisStore`` for production (shared by every worker and replica) and ``MemoryStore``,
+the zero-set-up default, private to one process. Values are strings; every write takes
+a TTL in seconds so nothing here lives forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+
+class KeyValueStore(Protocol):
+    async def get(self, key: str) -> str | None: ...
+
+    async def get_many(self, keys: list[str]) -> list[str | None]: ...
+
+    async def set(self, key: str, value: str, ttl_seconds: int) -> None: ...
+
+    async def set_if_absent(self, key: str, value: str, ttl_seconds: int) -> bool:
+        """Store the value only if the key is absent; True when this call stored it."""
+        ...
+
+    async def increment(self, key: str, ttl_seconds: int) -> int:
+        """Add one atomically; the TTL starts when the key is created, not on each call."""
+        ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """In-process store: a dict of (value, deadline). Correct for one process only."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[str, float]] = {}
+        self._lock = asyncio.Lock()
+        self._writes = 0
+
+    @staticmethod
+    def _now() -> float:
+        return time.monotonic()
+
+    def _live(self, key: str) -> str | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, deadline = item
+        if deadline <= self._now():
+            del self._data[key]
+            return None
+        return value
+
+    def _sweep(self) -> None:
+        # Expired keys are dropped on read; an occasional sweep bounds memory for
+        # keys that are written and never read again.
+        self._writes += 1
+        if self._writes % 1000 == 0:
+            now = self._now()
+            for key in [k for k, (_, d) in self._data.items() if d <= now]:
+                del self._data[key]
+
+    async def get(self, key: str) -> str | None:
+        return self._live(key)
+
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        return [self._live(k) for k in keys]
+
+    async def set(self, key: str, value: str, ttl_seconds: int) -> None:
+        _check_ttl(ttl_seconds)
+        self._sweep()
+        self._data[key] = (value, self._now() + ttl_seconds)
+
+    async def set_if_absent(self, key: str, value: str, ttl_seconds: int) -> bool:
+        _check_ttl(ttl_seconds)
+        async with self._lock:
+            if self._live(key) is not None:
+                return False
+            self._sweep()
+            self._data[key] = (value, self._now() + ttl_seconds)
+            return True
+
+    async def increment(self, key: str, ttl_seconds: int) -> int:
+        _check_ttl(ttl_seconds)
+        async with self._lock:
+            current = self._live(key)
+            if current is None:
+                self._sweep()
+                self._data[key] = ("1", self._now() + ttl_seconds)
+                return 1
+            value = int(current) + 1
+            self._data[key] = (str(value), self._data[key][1])
+            return value
+
+    async def delete(self, key: str) -> bool:
+        live = self._live(key) is not None
+        self._data.pop(key, None)
+        return live
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._data.clear()
+
+
+class RedisStore:
+    """Redis-backed store; every key is prefixed so several services can share a server."""
+
+    def __init__(self, client: Redis, prefix: str = "") -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, *, password: str | None = None, prefix: str = "") -> RedisStore:
+        client = Redis.from_url(
+            url,
+            password=password,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+        return cls(client, prefix)
+
+    def _k(self, key: str) -> str:
+        return self._prefix + key
+
+    async def get(self, key: str) -> str | None:
+        value = await self._redis.get(self._k(key))
+        return None if value is None else str(value)
+
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        if not keys:
+            return []
+        values = await self._redis.mget([self._k(k) for k in keys])
+        return [None if v is None else str(v) for v in values]
+
+    async def set(self, key: str, value: str, ttl_seconds: int) -> None:
+        _check_ttl(ttl_seconds)
+        await self._redis.set(self._k(key), value, ex=ttl_seconds)
+
+    async def set_if_absent(self, key: str, value: str, ttl_seconds: int) -> bool:
+        _check_ttl(ttl_seconds)
+        return bool(await self._redis.set(self._k(key), value, ex=ttl_seconds, nx=True))
+
+    async def increment(self, key: str, ttl_seconds: int) -> int:
+        _check_ttl(ttl_seconds)
+        full = self._k(key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(full)
+            # NX: only a new key gets the TTL, so a steady stream cannot keep it alive.
+            pipe.expire(full, ttl_seconds, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._redis.delete(self._k(key)))
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _check_ttl(ttl_seconds: int) -> None:
+    if ttl_seconds <= 0:
+        raise ValueError("ttl_seconds must be positive")
+
+
+def build_kv_store(
+    redis_url: str | None, *, password: str | None = None, prefix: str = ""
+) -> KeyValueStore:
+    if redis_url:
+        return RedisStore.from_url(redis_url, password=password, prefix=prefix)
+    return MemoryStore()

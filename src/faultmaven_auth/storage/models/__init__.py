@@ -1,0 +1,26 @@
+"""All ORM models, one module per aggregate; importing this package registers them all."""
+
+from faultmaven_auth.storage.models.audit import AuditEvent
+from faultmaven_auth.storage.models.base import Base
+from faultmaven_auth.storage.models.invitation import Invitation
+from faultmaven_auth.storage.models.organization import Organization
+from faultmaven_auth.storage.models.role import Role, RolePermission, UserRole
+from faultmaven_auth.storage.models.team import Team, TeamMembership
+from faultmaven_auth.storage.models.token import RefreshToken, ServiceClient, SigningKey
+from faultmaven_auth.storage.models.user import User
+
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "Invitation",
+    "Organization",
+    "RefreshToken",
+    "Role",
+    "RolePermission",
+    "ServiceClient",
+    "SigningKey",
+    "Team",
+    "TeamMembership",
+    "User",
+    "UserRole",
+]

@@ -1,0 +1,1 @@
+"""Signing keys, access JWTs, refresh rotation, revocation and the session endpoints."""

@@ -1,0 +1,123 @@
+"""Access tokens: short-lived JWTs signed with the current asymmetric key.
+
+Verification trusts nothing in the token before the signature checks out: the ``kid``
+picks a key we published, the algorithm comes from that key (never from the header, so
+``alg: none`` and HS256-with-the-public-key are refused), and ``iss``, ``aud``, ``exp``,
+``iat``, ``sub``, ``jti`` and ``type=access`` are all required.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jwt
+
+from faultmaven_auth.errors import InvalidToken
+from faultmaven_auth.storage.models.base import utcnow
+from faultmaven_auth.tokens.keys import KeyRing
+
+ACCESS_TOKEN_TYPE = "access"
+_REQUIRED_CLAIMS = ["iss", "aud", "sub", "exp", "iat", "jti", "org_id", "sid", "type"]
+
+
+class ExpiredToken(InvalidToken):
+    """Distinguished from other failures so metrics can count expiry separately."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    session_id: uuid.UUID
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+    issuer: str
+    audience: str
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    token: str
+    claims: AccessClaims
+
+
+class AccessTokenCodec:
+    def __init__(self, keys: KeyRing, *, issuer: str, audience: str, ttl: timedelta) -> None:
+        self._keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+
+    def issue(
+        self, *, user_id: uuid.UUID, organization_id: uuid.UUID, session_id: uuid.UUID
+    ) -> IssuedAccessToken:
+        key = self._keys.current()
+        now = utcnow().replace(microsecond=0)
+        claims = AccessClaims(
+            user_id=user_id,
+            organization_id=organization_id,
+            session_id=session_id,
+            jti=str(uuid.uuid4()),
+            issued_at=now,
+            expires_at=now + self.ttl,
+            issuer=self.issuer,
+            audience=self.audience,
+        )
+        payload = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(user_id),
+            "org_id": str(organization_id),
+            "sid": str(session_id),
+            "iat": int(now.timestamp()),
+            "exp": int(claims.expires_at.timestamp()),
+            "jti": claims.jti,
+            "type": ACCESS_TOKEN_TYPE,
+        }
+        token = jwt.encode(
+            payload, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid}
+        )
+        return IssuedAccessToken(token=token, claims=claims)
+
+    def verify(self, token: str) -> AccessClaims:
+        """The token's claims, or ``InvalidToken`` (``ExpiredToken`` when only expired)."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken from exc
+        kid = header.get("kid")
+        key = self._keys.verifying_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidToken
+        try:
+            payload = jwt.decode(
+                token,
+                key.public_key,
+                algorithms=[key.algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": _REQUIRED_CLAIMS},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise ExpiredToken from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken from exc
+        if payload.get("type") != ACCESS_TOKEN_TYPE:
+            raise InvalidToken
+        try:
+            return AccessClaims(
+                user_id=uuid.UUID(str(payload["sub"])),
+                organization_id=uuid.UUID(str(payload["org_id"])),
+                session_id=uuid.UUID(str(payload["sid"])),
+                jti=str(payload["jti"]),
+                issued_at=datetime.fromtimestamp(int(payload["iat"]), utcnow().tzinfo),
+                expires_at=datetime.fromtimestamp(int(payload["exp"]), utcnow().tzinfo),
+                issuer=str(payload["iss"]),
+                audience=self.audience,
+            )
+        except (ValueError, TypeError) as exc:
+            raise InvalidToken from exc

@@ -1,0 +1,171 @@
+"""Session endpoints (login, refresh, logout, me, introspect) and the public key routes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request, status
+
+from faultmaven_auth.audit.events import AuditEventType
+from faultmaven_auth.audit.recorder import record_audit_event
+from faultmaven_auth.errors import BadRequest
+from faultmaven_auth.organizations.service import team_ids_of_user
+from faultmaven_auth.rbac.dependencies import (
+    OrgAccess,
+    Principal,
+    bearer_token,
+    current_principal,
+    request_meta,
+    require,
+    verify_access_token,
+)
+from faultmaven_auth.rbac.permissions import Permission
+from faultmaven_auth.runtime import Runtime, get_runtime
+from faultmaven_auth.tokens import service
+from faultmaven_auth.tokens.schemas import (
+    LoginRequest,
+    MeResponse,
+    RefreshRequest,
+    ServiceClientCreate,
+    ServiceClientCreated,
+    TokenResponse,
+)
+from faultmaven_auth.tokens.service_clients import (
+    authenticate_service_client,
+    create_service_client,
+)
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+well_known = APIRouter(tags=["discovery"])
+service_clients = APIRouter(prefix="/api/v1/organizations/{org_id}", tags=["service clients"])
+
+
+def _tokens(pair: service.TokenPair) -> TokenResponse:
+    return TokenResponse(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+    )
+
+
+@router.post("/login", response_model=TokenResponse)
+async def login(
+    body: LoginRequest, request: Request, runtime: Runtime = Depends(get_runtime)
+) -> TokenResponse:
+    pair = await service.login(runtime, body.email, body.password, request_meta(request))
+    return _tokens(pair)
+
+
+@router.post("/refresh", response_model=TokenResponse)
+async def refresh(
+    body: RefreshRequest, request: Request, runtime: Runtime = Depends(get_runtime)
+) -> TokenResponse:
+    pair = await service.refresh_session(runtime, body.refresh_token, request_meta(request))
+    return _tokens(pair)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(request: Request, runtime: Runtime = Depends(get_runtime)) -> None:
+    # Only the token itself is checked: a user deactivated a second ago can still log out.
+    claims = await verify_access_token(runtime, bearer_token(request))
+    await service.logout(runtime, claims, request_meta(request))
+
+
+@router.get("/me", response_model=MeResponse)
+async def me(
+    principal: Principal = Depends(current_principal), runtime: Runtime = Depends(get_runtime)
+) -> MeResponse:
+    async with runtime.db.session() as session:
+        team_ids = await team_ids_of_user(session, principal.user.id)
+    return MeResponse(
+        id=principal.user.id,
+        email=principal.user.email,
+        full_name=principal.user.full_name,
+        organization_id=principal.organization.id,
+        team_ids=team_ids,
+        roles=sorted(r.name for r in principal.roles),
+        permissions=sorted(p.value for p in principal.permissions),
+    )
+
+
+async def _introspection_token(request: Request) -> str:
+    body = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    token: Any = None
+    if content_type == "application/json":
+        try:
+            data = json.loads(body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest("The request body is not valid JSON", code="INVALID_JSON") from exc
+        token = data.get("token") if isinstance(data, dict) else None
+    elif content_type == "application/x-www-form-urlencoded":
+        values = parse_qs(body.decode("utf-8", "replace")).get("token", [])
+        token = values[0] if values else None
+    if not isinstance(token, str) or not token or len(token) > 8192:
+        raise BadRequest("A 'token' parameter is required", code="INVALID_REQUEST")
+    return token
+
+
+@router.post("/introspect")
+async def introspect(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """RFC 7662 token introspection for service clients (HTTP Basic)."""
+    async with runtime.db.session() as session:
+        client = await authenticate_service_client(session, request.headers.get("authorization"))
+    token = await _introspection_token(request)
+    return await service.introspect(runtime, client, token)
+
+
+@service_clients.post(
+    "/service-clients", status_code=status.HTTP_201_CREATED, response_model=ServiceClientCreated
+)
+async def create_org_service_client(
+    body: ServiceClientCreate,
+    access: OrgAccess = Depends(require(Permission.SERVICE_CLIENTS_MANAGE)),
+    runtime: Runtime = Depends(get_runtime),
+) -> ServiceClientCreated:
+    async with runtime.db.transaction() as session:
+        created = create_service_client(session, name=body.name, organization_id=access.org_id)
+        await session.flush()
+        record_audit_event(
+            session,
+            AuditEventType.SERVICE_CLIENT_CREATED,
+            meta=access.meta,
+            organization_id=access.org_id,
+            actor_id=access.principal.user.id,
+            target_type="service_client",
+            target_id=created.client.id,
+            details={"client_id": created.client.client_id},
+        )
+    client = created.client
+    return ServiceClientCreated(
+        id=client.id,
+        client_id=client.client_id,
+        client_secret=created.client_secret,
+        name=client.name,
+        organization_id=client.organization_id,
+        created_at=client.created_at,
+    )
+
+
+@well_known.get("/.well-known/jwks.json")
+async def jwks(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    return runtime.keys.jwks()
+
+
+@well_known.get("/.well-known/openid-configuration")
+async def openid_configuration(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    issuer = runtime.settings.jwt_issuer.rstrip("/")
+    return {
+        "issuer": runtime.settings.jwt_issuer,
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "token_endpoint": f"{issuer}/api/v1/auth/login",
+        "introspection_endpoint": f"{issuer}/api/v1/auth/introspect",
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "id_token_signing_alg_values_supported": [runtime.settings.jwt_algorithm.value],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "grant_types_supported": ["password", "refresh_token"],
+    }

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import Field
+
+from faultmaven_auth.schemas import RequestModel, ResponseModel
+
+
+class LoginRequest(RequestModel):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshRequest(RequestModel):
+    refresh_token: str = Field(min_length=1, max_length=256)
+
+
+class TokenResponse(ResponseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class MeResponse(ResponseModel):
+    id: uuid.UUID
+    email: str
+    full_name: str
+    organization_id: uuid.UUID
+    team_ids: list[uuid.UUID]
+    roles: list[str]
+    permissions: list[str]
+
+
+class ServiceClientCreate(RequestModel):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class ServiceClientCreated(ResponseModel):
+    id: uuid.UUID
+    client_id: str
+    # Shown once; only its hash is stored.
+    client_secret: str
+    name: str
+    organization_id: uuid.UUID | None
+    created_at: datetime

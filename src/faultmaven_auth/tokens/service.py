@@ -1,0 +1,333 @@
+"""Sessions: login, refresh rotation with reuse detection, logout, introspection.
+
+A session is a *family* of refresh tokens that begins at login. Each refresh rotates the
+token: the presented one is marked rotated (atomically, so two concurrent refreshes
+cannot both succeed) and a successor is issued in the same family. Presenting a token
+that was already rotated means a copy is in someone else's hands: the whole family is
+revoked, its access tokens too, and the reuse is audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from faultmaven_auth.audit.events import AuditEventType, Outcome
+from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
+from faultmaven_auth.errors import InvalidCredentials, InvalidToken
+from faultmaven_auth.runtime import Runtime
+from faultmaven_auth.storage.models import Organization, RefreshToken, ServiceClient, User
+from faultmaven_auth.storage.models.base import utcnow
+from faultmaven_auth.tokens.access import AccessClaims
+from faultmaven_auth.tokens.revocation import (
+    is_revoked,
+    revoke_access_token,
+    revoke_family_access,
+)
+
+logger = logging.getLogger("faultmaven_auth.tokens")
+
+REFRESH_TOKEN_PREFIX = "fmr_"
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+
+
+def hash_token(raw: str) -> str:
+    """SHA-256 hex. Enough for 256-bit random values: there is nothing to brute-force."""
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def issue_token_pair(
+    session: AsyncSession,
+    runtime: Runtime,
+    user: User,
+    *,
+    family_id: uuid.UUID | None = None,
+    session_started_at: Any = None,
+) -> TokenPair:
+    """A new refresh token (in ``family_id``, or a new family) and its access token."""
+    now = utcnow()
+    family = family_id or uuid.uuid4()
+    raw = REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        RefreshToken(
+            family_id=family,
+            user_id=user.id,
+            organization_id=user.organization_id,
+            token_hash=hash_token(raw),
+            created_at=now,
+            expires_at=now + timedelta(seconds=runtime.settings.refresh_token_ttl_seconds),
+            session_started_at=session_started_at or now,
+        )
+    )
+    access = runtime.access_tokens.issue(
+        user_id=user.id, organization_id=user.organization_id, session_id=family
+    )
+    return TokenPair(
+        access_token=access.token,
+        refresh_token=raw,
+        expires_in=runtime.settings.access_token_ttl_seconds,
+        user_id=user.id,
+        organization_id=user.organization_id,
+    )
+
+
+async def login(runtime: Runtime, email: str, password: str, meta: RequestMeta) -> TokenPair:
+    """Email + password to a new session. Every failure is the same 401, in the same time."""
+    async with runtime.db.session() as session:
+        row = (
+            await session.execute(
+                select(User, Organization)
+                .join(Organization, Organization.id == User.organization_id)
+                .where(User.email == normalize_email(email))
+            )
+        ).first()
+    user, organization = (row[0], row[1]) if row else (None, None)
+    # Verified even for an unknown email (against a dummy hash), so timing tells nothing.
+    result = await runtime.hasher.verify(user.password_hash if user else None, password)
+    reason = None
+    if user is None or organization is None:
+        reason = "unknown_user"
+    elif not result.valid:
+        reason = "invalid_password"
+    elif not user.is_active:
+        reason = "user_inactive"
+    elif organization.is_deleted:
+        reason = "organization_deleted"
+    if reason is not None:
+        async with runtime.db.transaction() as session:
+            record_audit_event(
+                session,
+                AuditEventType.LOGIN_FAILED,
+                meta=meta,
+                organization_id=organization.id if organization else None,
+                actor_id=user.id if user else None,
+                target_type="user",
+                target_id=user.id if user else None,
+                outcome=Outcome.FAILURE,
+                details={"method": "password", "reason": reason},
+            )
+        logger.info("Login failed", extra={"event_type": "login_failed", "reason": reason})
+        raise InvalidCredentials
+    assert user is not None  # noqa: S101 - narrowed by the reason checks above
+    new_hash = await runtime.hasher.hash(password) if result.needs_rehash else None
+    async with runtime.db.transaction() as session:
+        user = await session.merge(user)
+        assert user is not None  # noqa: S101
+        if new_hash is not None:
+            user.password_hash = new_hash
+        user.last_login_at = utcnow()
+        pair = await issue_token_pair(session, runtime, user)
+        record_audit_event(
+            session,
+            AuditEventType.LOGIN_SUCCEEDED,
+            meta=meta,
+            organization_id=user.organization_id,
+            actor_id=user.id,
+            target_type="user",
+            target_id=user.id,
+            details={"method": "password", "password_rehashed": new_hash is not None},
+        )
+    return pair
+
+
+async def refresh_session(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
+    """Rotate a refresh token; an already-rotated one revokes its whole family."""
+    now = utcnow()
+    reused_family: uuid.UUID | None = None
+    async with runtime.db.transaction() as session:
+        token = await session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == hash_token(raw_token))
+        )
+        if token is None or token.revoked_at is not None or token.expires_at <= now:
+            raise InvalidToken
+        claimed = await session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.id == token.id,
+                RefreshToken.rotated_at.is_(None),
+                RefreshToken.revoked_at.is_(None),
+            )
+            .values(rotated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount == 0:  # type: ignore[attr-defined]
+            reused_family = token.family_id
+            await revoke_refresh_family(session, token.family_id)
+            record_audit_event(
+                session,
+                AuditEventType.REFRESH_TOKEN_REUSED,
+                meta=meta,
+                organization_id=token.organization_id,
+                actor_id=token.user_id,
+                target_type="session",
+                target_id=token.family_id,
+                outcome=Outcome.FAILURE,
+            )
+        else:
+            row = (
+                await session.execute(
+                    select(User, Organization)
+                    .join(Organization, Organization.id == User.organization_id)
+                    .where(User.id == token.user_id)
+                )
+            ).one()
+            user, organization = row
+            if not user.is_active or organization.is_deleted:
+                raise InvalidToken
+            pair = await issue_token_pair(
+                session,
+                runtime,
+                user,
+                family_id=token.family_id,
+                session_started_at=token.session_started_at,
+            )
+            record_audit_event(
+                session,
+                AuditEventType.TOKEN_REFRESHED,
+                meta=meta,
+                organization_id=user.organization_id,
+                actor_id=user.id,
+                target_type="session",
+                target_id=token.family_id,
+            )
+    if reused_family is not None:
+        await revoke_family_access(
+            runtime.kv, reused_family, runtime.settings.access_token_ttl_seconds
+        )
+        logger.warning(
+            "Refresh token reuse: session family revoked",
+            extra={"event_type": "refresh_token_reuse", "reason": "rotated token presented"},
+        )
+        raise InvalidToken("The refresh token was already used", code="REFRESH_TOKEN_REUSED")
+    return pair
+
+
+async def revoke_refresh_family(session: AsyncSession, family_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def logout(runtime: Runtime, claims: AccessClaims, meta: RequestMeta) -> None:
+    """Revoke the caller's session family and the access token they presented."""
+    async with runtime.db.transaction() as session:
+        await revoke_refresh_family(session, claims.session_id)
+        record_audit_event(
+            session,
+            AuditEventType.LOGOUT,
+            meta=meta,
+            organization_id=claims.organization_id,
+            actor_id=claims.user_id,
+            target_type="session",
+            target_id=claims.session_id,
+        )
+    await revoke_access_token(runtime.kv, claims)
+    await revoke_family_access(
+        runtime.kv, claims.session_id, runtime.settings.access_token_ttl_seconds
+    )
+
+
+async def revoke_organization_sessions(session: AsyncSession, org_id: uuid.UUID) -> None:
+    """Every refresh token of the organization; its access tokens die with the org check."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.organization_id == org_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def revoke_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def introspect(runtime: Runtime, client: ServiceClient, token: str) -> dict[str, Any]:
+    """RFC 7662: ``{"active": false}`` for anything not currently valid or not visible."""
+    inactive: dict[str, Any] = {"active": False}
+    try:
+        claims = runtime.access_tokens.verify(token)
+    except InvalidToken:
+        return await _introspect_refresh(runtime, client, token)
+    if await is_revoked(runtime.kv, claims):
+        return inactive
+    if client.organization_id is not None and client.organization_id != claims.organization_id:
+        return inactive
+    async with runtime.db.session() as session:
+        row = (
+            await session.execute(
+                select(User.is_active, Organization.deleted_at)
+                .join(Organization, Organization.id == User.organization_id)
+                .where(User.id == claims.user_id)
+            )
+        ).first()
+    if row is None or not row[0] or row[1] is not None:
+        return inactive
+    return {
+        "active": True,
+        "token_type": "access_token",
+        "sub": str(claims.user_id),
+        "org_id": str(claims.organization_id),
+        "iss": claims.issuer,
+        "aud": claims.audience,
+        "iat": int(claims.issued_at.timestamp()),
+        "exp": int(claims.expires_at.timestamp()),
+        "jti": claims.jti,
+        "client_id": client.client_id,
+    }
+
+
+async def _introspect_refresh(
+    runtime: Runtime, client: ServiceClient, token: str
+) -> dict[str, Any]:
+    if not token.startswith(REFRESH_TOKEN_PREFIX):
+        return {"active": False}
+    async with runtime.db.session() as session:
+        row = await session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == hash_token(token))
+        )
+    now = utcnow()
+    if (
+        row is None
+        or row.rotated_at is not None
+        or row.revoked_at is not None
+        or row.expires_at <= now
+        or (client.organization_id is not None and client.organization_id != row.organization_id)
+    ):
+        return {"active": False}
+    return {
+        "active": True,
+        "token_type": "refresh_token",
+        "sub": str(row.user_id),
+        "org_id": str(row.organization_id),
+        "iat": int(row.created_at.timestamp()),
+        "exp": int(row.expires_at.timestamp()),
+        "client_id": client.client_id,
+    }
