@@ -179,7 +179,7 @@ async def _accept_invitation(
         or invitation.accepted_at is not None
         or invitation.revoked_at is not None
         or invitation.expires_at <= utcnow()
-        or not secrets.compare_digest(invitation.email, email)
+        or invitation.email != email
     ):
         raise invalid
     org = await lock_organization(session, invitation.organization_id)
