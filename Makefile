@@ -34,7 +34,7 @@ run: install
 	@echo "  API docs:      http://$(HOST):$(PORT)/docs"
 	@echo "  First organization (self-service sign-up):"
 	@echo "    curl -s -X POST http://$(HOST):$(PORT)/api/v1/auth/register -H 'Content-Type: application/json' \\"
-	@echo "      -d '{\"organization_name\": \"Acme\", \"email\": \"owner@acme.test\", \"password\": \"a long passphrase\", \"full_name\": \"Ann Owner\"}'"
+	@echo "      -d '{\"organization_name\": \"Acme\", \"email\": \"owner@example.com\", \"password\": \"a long passphrase\", \"full_name\": \"Ann Owner\"}'"
 	@echo "  or: $(BIN)/faultmaven-auth bootstrap --help"
 	@echo ""
 	$(BIN)/faultmaven-auth serve --host $(HOST) --port $(PORT)
