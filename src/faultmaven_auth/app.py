@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import prometheus_client
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from faultmaven_auth import __version__
@@ -20,8 +22,14 @@ from faultmaven_auth.errors import install_error_handlers
 from faultmaven_auth.identity.endpoints import auth_router as register_router
 from faultmaven_auth.identity.endpoints import users_router
 from faultmaven_auth.identity.passwords import PasswordHasher
+from faultmaven_auth.observability.activity import ActivityTracker
+from faultmaven_auth.observability.db_metrics import instrument_engine
+from faultmaven_auth.observability.exposition import MetricsExporter
+from faultmaven_auth.observability.exposition import router as metrics_router
 from faultmaven_auth.observability.health import router as health_router
+from faultmaven_auth.observability.http_metrics import HttpMetricsMiddleware, RouteTemplates
 from faultmaven_auth.observability.logging import configure_logging
+from faultmaven_auth.observability.metrics import Metrics
 from faultmaven_auth.observability.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
@@ -44,8 +52,17 @@ class ConfigurationError(RuntimeError):
     """The configuration cannot run safely; the message names the setting to fix."""
 
 
-async def build_runtime(settings: Settings) -> Runtime:
-    db = Database(create_engine(settings.database_url, pool_size=settings.database_pool_size))
+def new_metrics(settings: Settings) -> Metrics:
+    return Metrics(
+        CollectorRegistry(), max_organization_labels=settings.metrics_max_organization_labels
+    )
+
+
+async def build_runtime(settings: Settings, metrics: Metrics | None = None) -> Runtime:
+    metrics = metrics or new_metrics(settings)
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    instrument_engine(engine.sync_engine, metrics)
+    db = Database(engine)
     redis_password = settings.redis_password.get_secret_value() if settings.redis_password else None
     kv = build_kv_store(settings.redis_url, password=redis_password, prefix=settings.kv_key_prefix)
     secret = settings.signing_key_encryption_key
@@ -80,6 +97,8 @@ async def build_runtime(settings: Settings) -> Runtime:
             audience=settings.jwt_audience,
             ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         ),
+        metrics=metrics,
+        activity=ActivityTracker(kv, window_seconds=settings.activity_window_seconds),
     )
 
 
@@ -99,6 +118,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     problems = settings.startup_problems()
     if problems:
         raise ConfigurationError("; ".join(problems))
+    # `_created` samples double the series count and no dashboard reads them.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    metrics = new_metrics(settings)
     if configure_logs:
         configure_logging(
             level=settings.log_level,
@@ -108,8 +130,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await build_runtime(settings)
+        runtime = await build_runtime(settings, metrics)
         app.state.runtime = runtime
+        app.state.metrics_exporter = MetricsExporter(runtime)
         refresher = asyncio.create_task(_refresh_keys_forever(runtime))
         logger.info("Service started", extra={"version": __version__})
         try:
@@ -131,6 +154,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     install_error_handlers(app)
     for router in (
         health_router,
+        metrics_router,
         well_known,
         register_router,
         tokens_router,
@@ -153,5 +177,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )
+    if settings.metrics_enabled:
+        app.add_middleware(
+            HttpMetricsMiddleware,
+            metrics=metrics,
+            templates=lambda: RouteTemplates(_route_templates(app)),
+        )
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def _route_templates(app: FastAPI) -> list[str]:
+    return [*app.openapi().get("paths", {}), "/docs", "/openapi.json"]

@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     default_max_users: int = Field(default=100, ge=1)
     default_max_teams: int = Field(default=20, ge=0)
 
+    metrics_enabled: bool = True
+    metrics_bearer_token: SecretStr | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_max_organization_labels: int = Field(default=100, ge=1)
+    metrics_cache_seconds: float = Field(default=10.0, ge=0)
+    activity_window_seconds: int = Field(default=15 * 60, ge=60)
+    health_check_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 

@@ -12,6 +12,7 @@ installed by ``install_error_handlers`` turn them (and framework errors) into
     │   └── InvalidToken          401     INVALID_TOKEN
     ├── Forbidden                 403     FORBIDDEN
     │   └── PermissionDenied      403     PERMISSION_DENIED
+    │       └── PrivilegeEscalationDenied   (also counted as a security event)
     ├── NotFound                  404     NOT_FOUND (and <THING>_NOT_FOUND)
     ├── Conflict                  409     CONFLICT (and specific codes)
     ├── PayloadTooLarge           413     PAYLOAD_TOO_LARGE
@@ -37,6 +38,8 @@ class AppError(Exception):
     status_code = 500
     code = "INTERNAL_ERROR"
     message = "Internal server error"
+    # When set, rendering this error counts security_events_total{event_type=...}.
+    security_event: str | None = None
 
     def __init__(
         self,
@@ -95,6 +98,12 @@ class PermissionDenied(Forbidden):
     message = "You do not have permission to do this"
 
 
+class PrivilegeEscalationDenied(PermissionDenied):
+    """An attempt to grant, revoke or act beyond one's own permissions."""
+
+    security_event = "privilege_escalation_attempt"
+
+
 class NotFound(AppError):
     status_code = 404
     code = "NOT_FOUND"
@@ -143,8 +152,12 @@ _HTTP_CODES = {
 }
 
 
-async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)  # noqa: S101 - registered for AppError only
+    if exc.security_event is not None:
+        runtime = getattr(request.app.state, "runtime", None)
+        if runtime is not None:
+            runtime.metrics.security_event(exc.security_event)
     return JSONResponse(
         error_body(exc.code, exc.message, exc.details),
         status_code=exc.status_code,

@@ -12,6 +12,8 @@ from fastapi import Request
 
 from faultmaven_auth.config import Settings
 from faultmaven_auth.identity.passwords import PasswordHasher
+from faultmaven_auth.observability.activity import ActivityTracker
+from faultmaven_auth.observability.metrics import Metrics
 from faultmaven_auth.storage.db import Database
 from faultmaven_auth.storage.kv import KeyValueStore
 from faultmaven_auth.tokens.access import AccessTokenCodec
@@ -27,6 +29,8 @@ class Runtime:
     cipher: KeyCipher
     keys: KeyRing
     access_tokens: AccessTokenCodec
+    metrics: Metrics
+    activity: ActivityTracker
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -24,7 +24,7 @@ from faultmaven_auth.errors import (
     Conflict,
     Forbidden,
     NotFound,
-    PermissionDenied,
+    PrivilegeEscalationDenied,
     ValidationFailed,
 )
 from faultmaven_auth.identity.policy import password_problem
@@ -142,7 +142,7 @@ async def register(
     try:
         async with runtime.db.transaction() as session:
             if request.organization_name is not None:
-                return await create_organization_with_owner(
+                user, org = await create_organization_with_owner(
                     session,
                     runtime,
                     organization_name=request.organization_name,
@@ -151,13 +151,16 @@ async def register(
                     password_hash=password_hash,
                     meta=meta,
                 )
-            assert request.invitation_token is not None  # noqa: S101 - schema guarantees one
-            return await _accept_invitation(
-                session, request.invitation_token, request, password_hash, meta
-            )
+            else:
+                assert request.invitation_token is not None  # noqa: S101 - schema: one of two
+                user, org = await _accept_invitation(
+                    session, request.invitation_token, request, password_hash, meta
+                )
     except IntegrityError as exc:
         # Two sign-ups with the same email at once: the unique index decides.
         raise _email_conflict() from exc
+    runtime.metrics.user_created(org.id)
+    return user, org
 
 
 async def _accept_invitation(
@@ -239,7 +242,7 @@ async def check_can_manage(session: AsyncSession, access: OrgAccess, target: Use
         return
     _, target_permissions = await effective_permissions(session, target.id)
     if not can_manage_user(access.principal.permissions, target_permissions):
-        raise PermissionDenied("This member holds permissions you do not have")
+        raise PrivilegeEscalationDenied("This member holds permissions you do not have")
 
 
 async def create_user(runtime: Runtime, access: OrgAccess, data: UserCreate) -> User:
@@ -264,7 +267,7 @@ async def create_user(runtime: Runtime, access: OrgAccess, data: UserCreate) -> 
                 roles.append(role)
             granted = await permissions_of_roles(session, roles)
             if not can_grant(access.principal.permissions, set().union(*granted.values())):
-                raise PermissionDenied("You cannot grant a role with permissions you lack")
+                raise PrivilegeEscalationDenied("You cannot grant a role with permissions you lack")
             if await _email_taken(session, email):
                 raise _email_conflict()
             await _ensure_user_capacity(session, org)
@@ -287,9 +290,10 @@ async def create_user(runtime: Runtime, access: OrgAccess, data: UserCreate) -> 
                 target_id=user.id,
                 details={"role_ids": [str(r) for r in role_ids]},
             )
-            return user
     except IntegrityError as exc:
         raise _email_conflict() from exc
+    runtime.metrics.user_created(access.org_id)
+    return user
 
 
 async def update_user(

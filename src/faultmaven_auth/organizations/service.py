@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.audit.recorder import audited_transaction, record_audit_event
-from faultmaven_auth.errors import Conflict, NotFound, PermissionDenied
+from faultmaven_auth.errors import Conflict, NotFound, PrivilegeEscalationDenied
 from faultmaven_auth.identity.service import get_user, lock_organization
 from faultmaven_auth.organizations.schemas import (
     InvitationCreate,
@@ -85,6 +85,7 @@ async def delete_organization(runtime: Runtime, access: OrgAccess) -> None:
             target_type="organization",
             target_id=org.id,
         )
+    runtime.metrics.organizations_deleted_total.inc()
 
 
 # -- invitations --------------------------------------------------------------------
@@ -101,7 +102,9 @@ async def create_invitation(
             raise NotFound("Role not found", code="ROLE_NOT_FOUND")
         granted = (await permissions_of_roles(session, [role]))[role.id]
         if not can_grant(access.principal.permissions, granted):
-            raise PermissionDenied("You cannot invite with a role whose permissions you lack")
+            raise PrivilegeEscalationDenied(
+                "You cannot invite with a role whose permissions you lack"
+            )
         if await session.scalar(select(func.count()).where(User.email == email)):
             raise Conflict("An account with this email already exists", code="EMAIL_TAKEN")
         invitation = Invitation(

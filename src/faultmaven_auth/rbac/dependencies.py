@@ -26,7 +26,7 @@ from faultmaven_auth.rbac.repository import effective_permissions
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.storage.models import Organization, Role, User
 from faultmaven_auth.storage.tenancy import OrgId
-from faultmaven_auth.tokens.access import AccessClaims
+from faultmaven_auth.tokens.access import AccessClaims, ExpiredToken
 from faultmaven_auth.tokens.revocation import is_revoked
 
 logger = logging.getLogger("faultmaven_auth.authz")
@@ -64,9 +64,19 @@ def bearer_token(request: Request) -> str:
 
 async def verify_access_token(runtime: Runtime, token: str) -> AccessClaims:
     """Signature, claims and revocation; no database access."""
-    claims = runtime.access_tokens.verify(token)
+    metrics = runtime.metrics
+    try:
+        claims = runtime.access_tokens.verify(token)
+    except ExpiredToken:
+        metrics.token_validated("expired")
+        raise
+    except InvalidToken:
+        metrics.token_validated("failure")
+        raise
     if await is_revoked(runtime.kv, claims):
+        metrics.token_validated("failure")
         raise InvalidToken
+    metrics.token_validated("success")
     return claims
 
 
@@ -92,6 +102,7 @@ async def current_principal(request: Request, runtime: Runtime = Depends(get_run
     principal = Principal(user, organization, roles, permissions, claims)
     request.state.principal = principal
     bind_context(user_id=str(user.id), organization_id=str(organization.id))
+    await runtime.activity.record_seen(str(organization.id), str(user.id))
     return principal
 
 
@@ -148,6 +159,7 @@ def require(permission: Permission) -> Callable[..., Awaitable[OrgAccess]]:
         runtime: Runtime = Depends(get_runtime),
     ) -> OrgAccess:
         if org_id != principal.organization.id:
+            runtime.metrics.security_event("cross_tenant_access")
             logger.warning(
                 "Cross-tenant access refused",
                 extra={"event_type": "cross_tenant_access", "reason": "organization mismatch"},

@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.audit.recorder import audited_transaction, record_audit_event
-from faultmaven_auth.errors import Conflict, NotFound, PermissionDenied
+from faultmaven_auth.errors import Conflict, NotFound, PrivilegeEscalationDenied
 from faultmaven_auth.identity.service import (
     check_can_manage,
     ensure_not_last_owner,
@@ -44,7 +44,7 @@ def role_out(role: Role, permissions: frozenset[Permission]) -> RoleOut:
 
 def _check_grant(access: OrgAccess, permissions: set[Permission]) -> None:
     if not can_grant(access.principal.permissions, permissions):
-        raise PermissionDenied("You cannot grant permissions you do not hold")
+        raise PrivilegeEscalationDenied("You cannot grant permissions you do not hold")
 
 
 def _name_conflict() -> Conflict:

@@ -32,6 +32,14 @@ class KeyValueStore(Protocol):
 
     async def delete(self, key: str) -> bool: ...
 
+    async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
+        """Record ``member`` as seen now in the set ``key`` (the set expires after TTL)."""
+        ...
+
+    async def members_since(self, key: str, seconds: float) -> list[str]:
+        """Members seen in the last ``seconds``; older members are dropped."""
+        ...
+
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -42,6 +50,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[str, float]] = {}
+        # Sorted-set stand-in: key -> ({member: wall-clock time seen}, deadline).
+        self._sets: dict[str, tuple[dict[str, float], float]] = {}
         self._lock = asyncio.Lock()
         self._writes = 0
 
@@ -105,11 +115,32 @@ class MemoryStore:
         self._data.pop(key, None)
         return live
 
+    async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
+        _check_ttl(ttl_seconds)
+        deadline = self._now() + ttl_seconds
+        members = self._sets.get(key)
+        if members is None or members[1] <= self._now():
+            members = ({}, deadline)
+        members[0][member] = time.time()
+        self._sets[key] = (members[0], deadline)
+
+    async def members_since(self, key: str, seconds: float) -> list[str]:
+        item = self._sets.get(key)
+        if item is None or item[1] <= self._now():
+            self._sets.pop(key, None)
+            return []
+        cutoff = time.time() - seconds
+        members = item[0]
+        for stale in [m for m, seen in members.items() if seen < cutoff]:
+            del members[stale]
+        return list(members)
+
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
         self._data.clear()
+        self._sets.clear()
 
 
 class RedisStore:
@@ -164,6 +195,23 @@ class RedisStore:
 
     async def delete(self, key: str) -> bool:
         return bool(await self._redis.delete(self._k(key)))
+
+    async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
+        _check_ttl(ttl_seconds)
+        full = self._k(key)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(full, {member: time.time()})
+            pipe.expire(full, ttl_seconds)
+            await pipe.execute()
+
+    async def members_since(self, key: str, seconds: float) -> list[str]:
+        full = self._k(key)
+        cutoff = time.time() - seconds
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(full, "-inf", f"({cutoff}")
+            pipe.zrangebyscore(full, cutoff, "+inf")
+            _, members = await pipe.execute()
+        return [str(m) for m in members]
 
     async def ping(self) -> None:
         await self._redis.ping()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType, Outcome
@@ -26,7 +27,7 @@ from faultmaven_auth.errors import InvalidCredentials, InvalidToken
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.storage.models import Organization, RefreshToken, ServiceClient, User
 from faultmaven_auth.storage.models.base import utcnow
-from faultmaven_auth.tokens.access import AccessClaims
+from faultmaven_auth.tokens.access import AccessClaims, ExpiredToken
 from faultmaven_auth.tokens.revocation import (
     is_revoked,
     revoke_access_token,
@@ -62,7 +63,7 @@ async def issue_token_pair(
     user: User,
     *,
     family_id: uuid.UUID | None = None,
-    session_started_at: Any = None,
+    session_started_at: datetime | None = None,
 ) -> TokenPair:
     """A new refresh token (in ``family_id``, or a new family) and its access token."""
     now = utcnow()
@@ -82,6 +83,8 @@ async def issue_token_pair(
     access = runtime.access_tokens.issue(
         user_id=user.id, organization_id=user.organization_id, session_id=family
     )
+    runtime.metrics.token_issued("access")
+    runtime.metrics.token_issued("refresh")
     return TokenPair(
         access_token=access.token,
         refresh_token=raw,
@@ -93,6 +96,7 @@ async def issue_token_pair(
 
 async def login(runtime: Runtime, email: str, password: str, meta: RequestMeta) -> TokenPair:
     """Email + password to a new session. Every failure is the same 401, in the same time."""
+    started = time.perf_counter()
     async with runtime.db.session() as session:
         row = (
             await session.execute(
@@ -127,6 +131,7 @@ async def login(runtime: Runtime, email: str, password: str, meta: RequestMeta) 
                 details={"method": "password", "reason": reason},
             )
         logger.info("Login failed", extra={"event_type": "login_failed", "reason": reason})
+        await record_auth_attempt(runtime, "password", False, started)
         raise InvalidCredentials
     assert user is not None  # noqa: S101 - narrowed by the reason checks above
     new_hash = await runtime.hasher.hash(password) if result.needs_rehash else None
@@ -147,11 +152,29 @@ async def login(runtime: Runtime, email: str, password: str, meta: RequestMeta) 
             target_id=user.id,
             details={"method": "password", "password_rehashed": new_hash is not None},
         )
+    await record_auth_attempt(runtime, "password", True, started)
     return pair
+
+
+async def record_auth_attempt(runtime: Runtime, method: str, success: bool, started: float) -> None:
+    """Count an attempt in the metrics and in the shared success-rate counters."""
+    runtime.metrics.auth_attempt(method, success, time.perf_counter() - started)
+    await runtime.activity.record_auth(success)
 
 
 async def refresh_session(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
     """Rotate a refresh token; an already-rotated one revokes its whole family."""
+    started = time.perf_counter()
+    try:
+        pair = await _rotate_refresh_token(runtime, raw_token, meta)
+    except InvalidToken:
+        await record_auth_attempt(runtime, "refresh", False, started)
+        raise
+    await record_auth_attempt(runtime, "refresh", True, started)
+    return pair
+
+
+async def _rotate_refresh_token(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
     now = utcnow()
     reused_family: uuid.UUID | None = None
     async with runtime.db.transaction() as session:
@@ -173,6 +196,8 @@ async def refresh_session(runtime: Runtime, raw_token: str, meta: RequestMeta) -
         if claimed.rowcount == 0:  # type: ignore[attr-defined]
             reused_family = token.family_id
             await revoke_refresh_family(session, token.family_id)
+            runtime.metrics.security_event("refresh_token_reuse")
+            observe_session_end(runtime, token.session_started_at)
             record_audit_event(
                 session,
                 AuditEventType.REFRESH_TOKEN_REUSED,
@@ -231,9 +256,21 @@ async def revoke_refresh_family(session: AsyncSession, family_id: uuid.UUID) -> 
     )
 
 
+def observe_session_end(runtime: Runtime, started_at: datetime | None) -> None:
+    if started_at is not None:
+        seconds = (utcnow() - started_at).total_seconds()
+        runtime.metrics.session_duration_seconds.observe(max(seconds, 0.0))
+
+
 async def logout(runtime: Runtime, claims: AccessClaims, meta: RequestMeta) -> None:
     """Revoke the caller's session family and the access token they presented."""
     async with runtime.db.transaction() as session:
+        started_at = await session.scalar(
+            select(func.min(RefreshToken.session_started_at)).where(
+                RefreshToken.family_id == claims.session_id,
+                RefreshToken.revoked_at.is_(None),
+            )
+        )
         await revoke_refresh_family(session, claims.session_id)
         record_audit_event(
             session,
@@ -248,6 +285,7 @@ async def logout(runtime: Runtime, claims: AccessClaims, meta: RequestMeta) -> N
     await revoke_family_access(
         runtime.kv, claims.session_id, runtime.settings.access_token_ttl_seconds
     )
+    observe_session_end(runtime, started_at)
 
 
 async def revoke_organization_sessions(session: AsyncSession, org_id: uuid.UUID) -> None:
@@ -274,9 +312,13 @@ async def introspect(runtime: Runtime, client: ServiceClient, token: str) -> dic
     inactive: dict[str, Any] = {"active": False}
     try:
         claims = runtime.access_tokens.verify(token)
+    except ExpiredToken:
+        runtime.metrics.token_validated("expired")
+        return inactive
     except InvalidToken:
         return await _introspect_refresh(runtime, client, token)
     if await is_revoked(runtime.kv, claims):
+        runtime.metrics.token_validated("failure")
         return inactive
     if client.organization_id is not None and client.organization_id != claims.organization_id:
         return inactive
@@ -289,7 +331,9 @@ async def introspect(runtime: Runtime, client: ServiceClient, token: str) -> dic
             )
         ).first()
     if row is None or not row[0] or row[1] is not None:
+        runtime.metrics.token_validated("failure")
         return inactive
+    runtime.metrics.token_validated("success")
     return {
         "active": True,
         "token_type": "access_token",
@@ -308,6 +352,7 @@ async def _introspect_refresh(
     runtime: Runtime, client: ServiceClient, token: str
 ) -> dict[str, Any]:
     if not token.startswith(REFRESH_TOKEN_PREFIX):
+        runtime.metrics.token_validated("failure")
         return {"active": False}
     async with runtime.db.session() as session:
         row = await session.scalar(

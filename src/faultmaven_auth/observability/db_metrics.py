@@ -1,0 +1,42 @@
+"""Database metrics from SQLAlchemy engine events: statements by operation, and latency."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from faultmaven_auth.observability.metrics import Metrics
+
+_OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
+_START = "fm_query_start"
+
+
+def operation_of(statement: str) -> str:
+    head = statement.lstrip().split(None, 1)
+    word = head[0].upper() if head else ""
+    return word if word in _OPERATIONS else "OTHER"
+
+
+def instrument_engine(engine: Engine, metrics: Metrics) -> None:
+    """Count and time every statement this engine runs (sync engine of an async one)."""
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault(_START, []).append(time.perf_counter())
+
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        starts = conn.info.get(_START)
+        if starts:
+            metrics.db_query_duration_seconds.observe(time.perf_counter() - starts.pop())
+        metrics.db_queries_total.labels(operation_of(statement)).inc()
+
+    def on_error(context: Any) -> None:
+        starts = context.connection.info.get(_START) if context.connection is not None else None
+        if starts:
+            starts.pop()
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    event.listen(engine, "handle_error", on_error)

@@ -1,0 +1,117 @@
+"""``/metrics``: Prometheus text or OpenMetrics (with exemplars), never blocking the loop.
+
+Rendering walks every metric and, in multiprocess mode, reads every worker's files, so
+it runs in a thread. The computed gauges are refreshed first (at most every
+``METRICS_CACHE_SECONDS``), from the shared store and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry
+from prometheus_client import generate_latest as text_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from sqlalchemy import func, select
+
+from faultmaven_auth.errors import NotFound, Unauthorized
+from faultmaven_auth.observability.metrics import Metrics, multiprocess_enabled
+from faultmaven_auth.runtime import Runtime, get_runtime
+from faultmaven_auth.storage.models import Organization
+
+logger = logging.getLogger("faultmaven_auth.metrics")
+
+
+class MetricsExporter:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._metrics: Metrics = runtime.metrics
+        self._refreshed_at = float("-inf")
+        self._lock = asyncio.Lock()
+        if multiprocess_enabled():
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(self._metrics.computed)
+            self.registry = registry
+        else:
+            self.registry = self._metrics.registry
+
+    async def refresh_computed(self) -> None:
+        settings = self._runtime.settings
+        async with self._lock:
+            if time.monotonic() - self._refreshed_at < settings.metrics_cache_seconds:
+                return
+            computed = self._metrics.computed
+            try:
+                snapshot = await self._runtime.activity.snapshot()
+                computed.auth_success_rate = snapshot.auth_success_rate
+                computed.active_users = self._cap_orgs(snapshot.active_users_by_org)
+            except Exception:
+                logger.warning("Could not read activity from the store", exc_info=True)
+            try:
+                async with self._runtime.db.session() as session:
+                    count = await session.scalar(
+                        select(func.count())
+                        .select_from(Organization)
+                        .where(Organization.deleted_at.is_(None))
+                    )
+                computed.organizations_total = int(count or 0)
+            except Exception:
+                logger.warning("Could not count organizations", exc_info=True)
+            self._refreshed_at = time.monotonic()
+
+    def _cap_orgs(self, by_org: dict[str, int]) -> dict[str, int]:
+        capped: dict[str, int] = {}
+        for org, count in sorted(by_org.items(), key=lambda item: -item[1]):
+            label = self._metrics.org_label(org)
+            capped[label] = capped.get(label, 0) + count
+        return capped
+
+    async def render(self, accept: str) -> tuple[bytes, str]:
+        await self.refresh_computed()
+        if "application/openmetrics-text" in accept:
+            body = await asyncio.to_thread(openmetrics_latest, self.registry)
+            return body, OPENMETRICS_TYPE
+        return await asyncio.to_thread(text_latest, self.registry), CONTENT_TYPE_LATEST
+
+
+def get_exporter(request: Request) -> MetricsExporter:
+    exporter: MetricsExporter = request.app.state.metrics_exporter
+    return exporter
+
+
+def check_metrics_token(runtime: Runtime, authorization: str | None) -> None:
+    token = runtime.settings.metrics_bearer_token
+    if token is None:
+        return
+    scheme, _, presented = (authorization or "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), expected):
+        raise Unauthorized("A valid metrics bearer token is required", code="METRICS_UNAUTHORIZED")
+
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(
+    request: Request,
+    runtime: Runtime = Depends(get_runtime),
+    exporter: MetricsExporter = Depends(get_exporter),
+) -> Response:
+    if request.scope.get("server_role") != "metrics" and (
+        runtime.settings.metrics_port is not None or not runtime.settings.metrics_enabled
+    ):
+        # Served on its own port (or not at all): the main listener does not expose it.
+        raise NotFound()
+    check_metrics_token(runtime, request.headers.get("authorization"))
+    body, content_type = await exporter.render(request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)

@@ -1,0 +1,188 @@
+"""Prometheus metrics: the names and labels of DESIGN §5 are API, kept here in one place.
+
+Each app gets its own ``Metrics`` bound to its own registry, so tests scrape exactly what
+their flows produced. With several workers, prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, set by ``serve`` before any worker starts) writes values
+to per-process files and ``/metrics`` sums them.
+
+Label values are bounded: ``handler`` is a route template, ``status`` an exact code,
+``organization_id`` one of at most ``METRICS_MAX_ORGANIZATION_LABELS`` ids (the rest are
+``other``); never a user id, an email or a raw path.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+)  # fmt: skip
+AUTH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+SESSION_BUCKETS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400)
+DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+OTHER = "other"
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class BoundedLabel:
+    """Keeps at most ``limit`` distinct values of a label; later ones become ``other``."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: object) -> str:
+        text = str(value)
+        if text in self._seen:
+            return text
+        with self._lock:
+            if len(self._seen) < self._limit:
+                self._seen.add(text)
+                return text
+        return OTHER
+
+
+class ComputedGauges(Collector):
+    """Gauges computed from shared state (the store, the database) and cached.
+
+    The values are refreshed asynchronously by the ``/metrics`` handler before it renders,
+    then read here, so collection itself never does I/O.
+    """
+
+    def __init__(self) -> None:
+        self.auth_success_rate: float | None = None
+        self.active_users: dict[str, int] = {}
+        self.organizations_total: int | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        rate = GaugeMetricFamily(
+            "auth_success_rate",
+            "Share of successful authentication attempts over the last 5 minutes "
+            "(1 when there were none)",
+        )
+        if self.auth_success_rate is not None:
+            rate.add_metric([], self.auth_success_rate)
+        yield rate
+        active = GaugeMetricFamily(
+            "active_users_total",
+            "Distinct users seen in the activity window, by organization",
+            labels=["organization_id"],
+        )
+        for org, count in sorted(self.active_users.items()):
+            active.add_metric([org], count)
+        yield active
+        orgs = GaugeMetricFamily("organizations_total", "Organizations that are not deleted")
+        if self.organizations_total is not None:
+            orgs.add_metric([], self.organizations_total)
+        yield orgs
+
+
+class Metrics:
+    """Every metric of the service, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry, *, max_organization_labels: int = 100) -> None:
+        self.registry = registry
+        self.org_label = BoundedLabel(max_organization_labels)
+        self.computed = ComputedGauges()
+
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(name, doc, list(labels), registry=registry)
+
+        def histogram(
+            name: str, doc: str, labels: Iterable[str], buckets: tuple[float, ...]
+        ) -> Histogram:
+            return Histogram(name, doc, list(labels), buckets=buckets, registry=registry)
+
+        self.http_requests_total = counter(
+            "http_requests_total",
+            "HTTP requests by route template, method and exact status",
+            ("handler", "method", "status"),
+        )
+        self.http_request_duration_seconds = histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ("handler", "method"),
+            LATENCY_BUCKETS,
+        )
+        self.http_requests_inprogress = Gauge(
+            "http_requests_inprogress",
+            "HTTP requests being served",
+            ["handler", "method"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.auth_attempts_total = counter(
+            "auth_attempts_total",
+            "Authentication attempts by method and outcome",
+            ("method", "status"),
+        )
+        self.auth_duration_seconds = histogram(
+            "auth_duration_seconds", "Time to authenticate, by method", ("method",), AUTH_BUCKETS
+        )
+        self.tokens_generated_total = counter(
+            "tokens_generated_total", "Tokens issued, by type", ("token_type",)
+        )
+        self.tokens_validated_total = counter(
+            "tokens_validated_total", "Access token validations, by outcome", ("status",)
+        )
+        self.sso_attempts_total = counter(
+            "sso_attempts_total",
+            "SSO attempts by provider type and outcome",
+            ("provider_type", "status"),
+        )
+        self.db_queries_total = counter(
+            "db_queries_total", "Database statements by operation", ("operation",)
+        )
+        self.db_query_duration_seconds = histogram(
+            "db_query_duration_seconds", "Database statement latency", (), DB_BUCKETS
+        )
+        self.new_users_total = counter(
+            "new_users_total", "Users created, by organization", ("organization_id",)
+        )
+        self.organizations_deleted_total = counter(
+            "organizations_deleted_total", "Organizations deleted"
+        )
+        self.session_duration_seconds = histogram(
+            "session_duration_seconds",
+            "Length of sessions ended by logout or revocation",
+            (),
+            SESSION_BUCKETS,
+        )
+        self.api_calls_by_endpoint = counter(
+            "api_calls_by_endpoint",
+            "API calls by route template and method",
+            ("endpoint", "method"),
+        )
+        self.security_events_total = counter(
+            "security_events_total", "Security events by type", ("event_type",)
+        )
+        registry.register(self.computed)
+
+    # Small named helpers keep label spelling in one place.
+
+    def auth_attempt(self, method: str, success: bool, seconds: float) -> None:
+        self.auth_attempts_total.labels(method, "success" if success else "failure").inc()
+        self.auth_duration_seconds.labels(method).observe(seconds)
+
+    def token_issued(self, token_type: str) -> None:
+        self.tokens_generated_total.labels(token_type).inc()
+
+    def token_validated(self, status: str) -> None:
+        self.tokens_validated_total.labels(status).inc()
+
+    def security_event(self, event_type: str) -> None:
+        self.security_events_total.labels(event_type).inc()
+
+    def user_created(self, organization_id: object) -> None:
+        self.new_users_total.labels(self.org_label(organization_id)).inc()

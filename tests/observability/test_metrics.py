@@ -1,0 +1,228 @@
+"""What Prometheus sees: real flows through the API, then a scrape of /metrics.
+
+Each test builds its own app (fresh registry) on the backend's database, so the counters
+it asserts start at zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from faultmaven_auth.config import Settings
+from tests.conftest import (
+    PASSWORD,
+    SYSTEM_ROLE_IDS,
+    Account,
+    add_member,
+    client_for,
+    running_app,
+    sign_up,
+    unavailable,
+)
+
+
+@pytest.fixture
+async def fresh(backend_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a new app (new metrics registry) on the session's database."""
+    settings = backend_settings.model_copy(update={"metrics_cache_seconds": 0})
+    async with running_app(settings) as app, client_for(app) as http:
+        yield http
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_login_outcomes_are_counted_exactly(fresh: httpx.AsyncClient) -> None:
+    """3 failed and 2 good logins give exactly those counts, and 2 access tokens."""
+    account = await sign_up(fresh)  # one good login inside
+    for _ in range(3):
+        bad = await fresh.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": "Wrong-Password-9"}
+        )
+        assert bad.status_code == 401
+    good = await fresh.post(
+        "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+    )
+    assert good.status_code == 200
+
+    samples = await scrape(fresh)
+    assert value(samples, "auth_attempts_total", method="password", status="failure") == 3
+    assert value(samples, "auth_attempts_total", method="password", status="success") == 2
+    assert value(samples, "tokens_generated_total", token_type="access") == 2
+    assert value(samples, "tokens_generated_total", token_type="refresh") == 2
+    assert value(samples, "auth_duration_seconds_count", method="password") == 5
+    assert value(samples, "auth_success_rate") == pytest.approx(2 / 5)
+
+
+async def test_http_metrics_use_route_templates_and_exact_status(
+    fresh: httpx.AsyncClient,
+) -> None:
+    """handler is the route template, status the exact code; unknown paths fold into one."""
+    account = await sign_up(fresh)
+    assert (await fresh.get(f"{account.org_url}/users", headers=account.headers)).status_code == 200
+    other = "00000000-0000-7000-8000-000000000000"
+    missing = await fresh.get(f"/api/v1/organizations/{other}/users", headers=account.headers)
+    assert missing.status_code == 404
+    for path in ("/no/such/path", "/another/unknown"):
+        assert (await fresh.get(path)).status_code == 404
+    await fresh.get("/health")
+
+    samples = await scrape(fresh)
+    users = "/api/v1/organizations/{org_id}/users"
+    assert value(samples, "http_requests_total", handler=users, method="GET", status="200") == 1
+    assert value(samples, "http_requests_total", handler=users, method="GET", status="404") == 1
+    assert value(samples, "http_requests_total", handler="none", method="GET", status="404") == 2
+    assert value(samples, "http_request_duration_seconds_count", handler=users, method="GET") == 2
+    assert value(samples, "http_requests_inprogress", handler=users, method="GET") == 0
+    assert value(samples, "api_calls_by_endpoint_total", endpoint=users, method="GET") == 2
+    assert value(samples, "security_events_total", event_type="cross_tenant_access") == 1
+    labels = {dict(k[1]).get("handler") for k in samples if k[0] == "http_requests_total"}
+    assert "/health" not in labels
+    assert not any(account.org_id in str(k) for k in samples if k[0].startswith("http_"))
+
+
+async def test_token_validation_refresh_and_logout_are_counted(fresh: httpx.AsyncClient) -> None:
+    """Validations by outcome, refresh attempts, reuse as a security event, session length."""
+    account = await sign_up(fresh)
+    assert (await fresh.get("/api/v1/auth/me", headers=account.headers)).status_code == 200
+    bogus = {"Authorization": "Bearer not.a.token"}
+    assert (await fresh.get("/api/v1/auth/me", headers=bogus)).status_code == 401
+    rotated = await fresh.post(
+        "/api/v1/auth/refresh", json={"refresh_token": account.refresh_token}
+    )
+    assert rotated.status_code == 200
+    reuse = await fresh.post("/api/v1/auth/refresh", json={"refresh_token": account.refresh_token})
+    assert reuse.status_code == 401
+    second = await sign_up(fresh)
+    assert (await fresh.post("/api/v1/auth/logout", headers=second.headers)).status_code == 204
+
+    samples = await scrape(fresh)
+    # me (ok) + logout (ok) succeed; the bogus token fails.
+    assert value(samples, "tokens_validated_total", status="success") == 2
+    assert value(samples, "tokens_validated_total", status="failure") == 1
+    assert value(samples, "auth_attempts_total", method="refresh", status="success") == 1
+    assert value(samples, "auth_attempts_total", method="refresh", status="failure") == 1
+    assert value(samples, "security_events_total", event_type="refresh_token_reuse") == 1
+    # One session ended by reuse revocation, one by logout.
+    assert value(samples, "session_duration_seconds_count") == 2
+
+
+async def test_registration_deletion_and_computed_gauges(
+    fresh: httpx.AsyncClient, backend_settings: Settings
+) -> None:
+    """new_users_total by organization, organizations_deleted_total, active users, org count."""
+    before = value(await scrape(fresh), "organizations_total")
+    owner = await sign_up(fresh)
+    member = await add_member(fresh, owner, "member")
+    assert (await fresh.get("/api/v1/auth/me", headers=member.headers)).status_code == 200
+    doomed = await sign_up(fresh)
+
+    samples = await scrape(fresh)
+    assert value(samples, "new_users_total", organization_id=owner.org_id) == 2
+    assert value(samples, "organizations_total") == before + 2
+    assert value(samples, "active_users_total", organization_id=owner.org_id) == 2
+
+    assert (await fresh.delete(doomed.org_url, headers=doomed.headers)).status_code == 204
+    samples = await scrape(fresh)
+    assert value(samples, "organizations_deleted_total") == 1
+    assert value(samples, "organizations_total") == before + 1
+
+
+async def test_privilege_escalation_attempt_is_a_security_event(
+    fresh: httpx.AsyncClient,
+) -> None:
+    """An admin trying to grant the owner role is refused and counted."""
+    owner = await sign_up(fresh)
+    admin = await add_member(fresh, owner, "admin")
+    victim = await add_member(fresh, owner, "member", login_too=False)
+    response = await fresh.put(
+        f"{owner.org_url}/users/{victim.user_id}/roles",
+        headers=admin.headers,
+        json={"role_ids": [SYSTEM_ROLE_IDS["owner"]]},
+    )
+    assert response.status_code == 403
+    samples = await scrape(fresh)
+    assert value(samples, "security_events_total", event_type="privilege_escalation_attempt") == 1
+
+
+async def test_database_statements_are_counted_by_operation(fresh: httpx.AsyncClient) -> None:
+    """Sign-up inserts rows and login selects them; both show up by operation."""
+    await sign_up(fresh)
+    samples = await scrape(fresh)
+    assert value(samples, "db_queries_total", operation="INSERT") >= 3
+    assert value(samples, "db_queries_total", operation="SELECT") >= 1
+    total = sum(v for (name, _), v in samples.items() if name == "db_queries_total")
+    assert value(samples, "db_query_duration_seconds_count") == total
+
+
+async def test_organization_label_is_capped(backend_settings: Settings) -> None:
+    """Past the configured number of organizations, new ids are labelled 'other'."""
+    settings = backend_settings.model_copy(update={"metrics_max_organization_labels": 2})
+    async with running_app(settings) as app, client_for(app) as http:
+        accounts: list[Account] = [await sign_up(http) for _ in range(3)]
+        samples = await scrape(http)
+    labelled = {
+        dict(labels)["organization_id"] for name, labels in samples if name == "new_users_total"
+    }
+    assert labelled == {accounts[0].org_id, accounts[1].org_id, "other"}
+
+
+async def test_openmetrics_exposition_on_request(fresh: httpx.AsyncClient) -> None:
+    """Scrapers asking for OpenMetrics get it (the format that carries exemplars)."""
+    response = await fresh.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.rstrip().endswith("# EOF")
+    assert "_created" not in response.text
+
+
+async def test_metrics_bearer_token_protects_the_endpoint(backend_settings: Settings) -> None:
+    """With METRICS_BEARER_TOKEN set, /metrics needs it."""
+    settings = backend_settings.model_copy(
+        update={"metrics_bearer_token": SecretStr("scrape-secret-value-123")}
+    )
+    async with running_app(settings) as app, client_for(app) as http:
+        assert (await http.get("/metrics")).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await http.get("/metrics", headers=wrong)).status_code == 401
+        right = {"Authorization": "Bearer scrape-secret-value-123"}
+        assert (await http.get("/metrics", headers=right)).status_code == 200
+
+
+async def test_promtool_accepts_a_real_scrape(fresh: httpx.AsyncClient) -> None:
+    """`promtool check metrics` finds no problem in what we expose."""
+    if shutil.which("promtool") is None:
+        unavailable("promtool (Debian package prometheus)", FileNotFoundError("promtool"))
+    await sign_up(fresh)
+    text = (await fresh.get("/metrics")).text
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["promtool", "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
