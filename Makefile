@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint install install-dev migrate bench clean
+.PHONY: run test lint install install-dev system-deps migrate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,12 @@ lint: install-dev
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
+# Debian packages the suite uses for real (promtool); installs only what is missing.
+system-deps:
+	./scripts/install-system-deps.sh
+
 ## make test: lint, then the whole suite (embedded backend and PostgreSQL + Redis)
-test: lint
+test: lint system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
