@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -12,7 +13,8 @@ from datetime import timedelta
 import prometheus_client
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import CollectorRegistry
+from opentelemetry.trace import NoOpTracer, Tracer
+from prometheus_client import CollectorRegistry, multiprocess
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from faultmaven_auth import __version__
@@ -29,11 +31,14 @@ from faultmaven_auth.observability.exposition import router as metrics_router
 from faultmaven_auth.observability.health import router as health_router
 from faultmaven_auth.observability.http_metrics import HttpMetricsMiddleware, RouteTemplates
 from faultmaven_auth.observability.logging import configure_logging
-from faultmaven_auth.observability.metrics import Metrics
+from faultmaven_auth.observability.metrics import Metrics, multiprocess_enabled
+from faultmaven_auth.observability.metrics_server import MetricsServer
 from faultmaven_auth.observability.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
 )
+from faultmaven_auth.observability.spans import ServerSpanMiddleware
+from faultmaven_auth.observability.tracing import build_tracing, current_trace_exemplar
 from faultmaven_auth.organizations.endpoints import router as organizations_router
 from faultmaven_auth.rbac.endpoints import router as roles_router
 from faultmaven_auth.runtime import Runtime
@@ -43,7 +48,12 @@ from faultmaven_auth.tokens.access import AccessTokenCodec
 from faultmaven_auth.tokens.endpoints import router as tokens_router
 from faultmaven_auth.tokens.endpoints import service_clients as service_clients_router
 from faultmaven_auth.tokens.endpoints import well_known
-from faultmaven_auth.tokens.keys import KeyCipher, KeyRing, ensure_signing_key
+from faultmaven_auth.tokens.keys import (
+    KeyCipher,
+    KeyDecryptionError,
+    KeyRing,
+    ensure_signing_key,
+)
 
 logger = logging.getLogger("faultmaven_auth")
 
@@ -58,7 +68,9 @@ def new_metrics(settings: Settings) -> Metrics:
     )
 
 
-async def build_runtime(settings: Settings, metrics: Metrics | None = None) -> Runtime:
+async def build_runtime(
+    settings: Settings, metrics: Metrics | None = None, tracer: Tracer | None = None
+) -> Runtime:
     metrics = metrics or new_metrics(settings)
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
     instrument_engine(engine.sync_engine, metrics)
@@ -73,13 +85,18 @@ async def build_runtime(settings: Settings, metrics: Metrics | None = None) -> R
             await ensure_signing_key(session, algorithm=settings.jwt_algorithm.value, cipher=cipher)
         async with db.session() as session:
             await keys.refresh(session)
-    except (OperationalError, ProgrammingError) as exc:
+    except Exception as exc:
+        # Whatever failed, close what was opened: a failed start must not leak connections.
         await db.dispose()
         await kv.close()
-        raise ConfigurationError(
-            "The database is unreachable or not migrated: run `faultmaven-auth migrate` "
-            f"against DATABASE_URL first ({type(exc.orig).__name__})"
-        ) from exc
+        if isinstance(exc, OperationalError | ProgrammingError):
+            raise ConfigurationError(
+                "The database is unreachable or not migrated: run `faultmaven-auth migrate` "
+                f"against DATABASE_URL first ({type(exc.orig).__name__})"
+            ) from exc
+        if isinstance(exc, KeyDecryptionError):
+            raise ConfigurationError(str(exc)) from exc
+        raise
     return Runtime(
         settings=settings,
         db=db,
@@ -99,6 +116,7 @@ async def build_runtime(settings: Settings, metrics: Metrics | None = None) -> R
         ),
         metrics=metrics,
         activity=ActivityTracker(kv, window_seconds=settings.activity_window_seconds),
+        tracer=tracer or NoOpTracer(),
     )
 
 
@@ -121,18 +139,27 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     # `_created` samples double the series count and no dashboard reads them.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = new_metrics(settings)
+    tracing = build_tracing(settings)
     if configure_logs:
         configure_logging(
             level=settings.log_level,
             service=settings.service_name,
             environment=settings.environment.value,
+            log_format=settings.log_format.value,
+            include_pii=settings.log_include_pii,
         )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await build_runtime(settings, metrics)
+        runtime = await build_runtime(settings, metrics, tracing.tracer if tracing else None)
+        if tracing is not None:
+            tracing.start(engine=runtime.db.engine.sync_engine, kv=runtime.kv)
         app.state.runtime = runtime
         app.state.metrics_exporter = MetricsExporter(runtime)
+        metrics_server = None
+        if settings.metrics_enabled and settings.metrics_port is not None:
+            metrics_server = MetricsServer(app, settings.host, settings.metrics_port)
+            await metrics_server.start()
         refresher = asyncio.create_task(_refresh_keys_forever(runtime))
         logger.info("Service started", extra={"version": __version__})
         try:
@@ -141,8 +168,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+            if metrics_server is not None:
+                await metrics_server.stop()
+            if multiprocess_enabled():
+                # This worker's live gauges must not be summed after it is gone.
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
             await runtime.kv.close()
             await runtime.db.dispose()
+            if tracing is not None:
+                await tracing.shutdown()
 
     app = FastAPI(
         title="FaultMaven Auth Service (Enterprise Edition)",
@@ -182,8 +216,16 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             HttpMetricsMiddleware,
             metrics=metrics,
             templates=lambda: RouteTemplates(_route_templates(app)),
+            exemplar=current_trace_exemplar if tracing is not None else None,
         )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        RequestContextMiddleware,
+        trusted_proxies=settings.trusted_proxies,
+        log_request_start=settings.log_request_start,
+    )
+    if tracing is not None:
+        # Outermost, so request logs and the metrics' exemplars see the request's span.
+        app.add_middleware(ServerSpanMiddleware, tracer=tracing.tracer)
     return app
 
 

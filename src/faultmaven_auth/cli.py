@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -64,6 +66,12 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
     # Workers build their app from the environment; pass the CLI's choices along.
     os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
     os.environ["WORKERS"] = str(settings.workers)
+    metrics_dir = None
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # A fresh directory per start: workers write their values there and /metrics
+        # sums them; nothing left over from an earlier run is counted.
+        metrics_dir = tempfile.mkdtemp(prefix="fm-auth-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     click.echo(
         f"FaultMaven Auth on http://{settings.host}:{settings.port} "
         f"(API docs: http://{settings.host}:{settings.port}/docs)",
@@ -80,6 +88,9 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
         proxy_headers=False,
         server_header=False,
     )
+    if metrics_dir is not None:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.command()

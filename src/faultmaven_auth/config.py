@@ -8,6 +8,8 @@ service from starting safely in the configured environment; ``create_app`` and
 
 from __future__ import annotations
 
+import importlib.util
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -24,9 +26,19 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
 class SigningAlgorithm(StrEnum):
     ES256 = "ES256"
     RS256 = "RS256"
+
+
+class OtlpProtocol(StrEnum):
+    HTTP_PROTOBUF = "http/protobuf"
+    GRPC = "grpc"  # needs the optional opentelemetry-exporter-otlp-proto-grpc package
 
 
 def _split_list(value: object) -> object:
@@ -41,6 +53,11 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     service_name: str = "fm-auth-service-enterprise"
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.JSON
+    log_include_pii: bool = False
+    log_request_start: bool = True
+    # Proxies (IPs or CIDR ranges) whose X-Forwarded-For is believed for the client IP.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -77,13 +94,38 @@ class Settings(BaseSettings):
     activity_window_seconds: int = Field(default=15 * 60, ge=60)
     health_check_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
 
+    # Tracing (docs/observability-tracing.md): on when TRACING_ENABLED=true, or when it is
+    # unset and an OTLP endpoint or JAEGER_HOST is given. The standard OTEL_* names are kept;
+    # OTLP headers, timeout, compression and certificates are read by the exporter itself.
+    tracing_enabled: bool | None = None
+    tracing_sample_ratio: float | None = Field(default=None, ge=0, le=1)  # default 0.1
+    otel_sdk_disabled: bool = False
+    otel_service_name: str | None = None  # default SERVICE_NAME
+    otel_exporter_otlp_endpoint: str | None = None  # base URL; /v1/traces is appended
+    otel_exporter_otlp_traces_endpoint: str | None = None  # full URL, used as is
+    otel_exporter_otlp_protocol: OtlpProtocol | None = None
+    otel_exporter_otlp_traces_protocol: OtlpProtocol | None = None
+    otel_traces_sampler_arg: float | None = Field(default=None, ge=0, le=1)
+    jaeger_host: str | None = None  # shorthand: OTLP/HTTP to http://JAEGER_HOST:JAEGER_PORT
+    jaeger_port: int = Field(default=4318, ge=1, le=65535)
+
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
-    def _parse_cors_origins(cls, value: object) -> object:
+    def _parse_lists(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"TRUSTED_PROXIES: {item!r} is not an IP or CIDR") from exc
+        return value
 
     @field_validator("cors_origins")
     @classmethod
@@ -110,6 +152,27 @@ class Settings(BaseSettings):
     def uses_in_process_store(self) -> bool:
         return not self.redis_url
 
+    @property
+    def tracing_active(self) -> bool:
+        """Spans are recorded and exported (an explicit TRACING_ENABLED wins)."""
+        if self.otel_sdk_disabled:
+            return False
+        if self.tracing_enabled is not None:
+            return self.tracing_enabled
+        return bool(
+            self.otel_exporter_otlp_endpoint
+            or self.otel_exporter_otlp_traces_endpoint
+            or self.jaeger_host
+        )
+
+    @property
+    def otlp_traces_protocol(self) -> OtlpProtocol:
+        return (
+            self.otel_exporter_otlp_traces_protocol
+            or self.otel_exporter_otlp_protocol
+            or OtlpProtocol.HTTP_PROTOBUF
+        )
+
     def sqlite_path(self) -> Path | None:
         """The SQLite file this URL points at, or None for memory/other databases."""
         if not self.uses_sqlite:
@@ -126,6 +189,15 @@ class Settings(BaseSettings):
             problems.append(
                 "WORKERS > 1 needs a shared store: set REDIS_URL (the in-process store "
                 "is private to one process, so revocations would not reach other workers)"
+            )
+        if (
+            self.tracing_active
+            and self.otlp_traces_protocol is OtlpProtocol.GRPC
+            and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None
+        ):
+            problems.append(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the opentelemetry-exporter-otlp-proto-grpc "
+                "package; install it or use http/protobuf"
             )
         if self.environment is Environment.PRODUCTION:
             if self.uses_in_process_store:

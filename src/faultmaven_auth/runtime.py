@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Request
+from opentelemetry.trace import Tracer
 
 from faultmaven_auth.config import Settings
 from faultmaven_auth.identity.passwords import PasswordHasher
@@ -31,6 +32,7 @@ class Runtime:
     access_tokens: AccessTokenCodec
     metrics: Metrics
     activity: ActivityTracker
+    tracer: Tracer  # the no-op tracer when tracing is off
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -7,6 +7,7 @@ it asserts start at zero.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from tests.conftest import (
     Account,
     add_member,
     client_for,
+    delete_redis_prefix,
     running_app,
     sign_up,
     unavailable,
@@ -32,9 +34,17 @@ from tests.conftest import (
 @pytest.fixture
 async def fresh(backend_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a new app (new metrics registry) on the session's database."""
-    settings = backend_settings.model_copy(update={"metrics_cache_seconds": 0})
-    async with running_app(settings) as app, client_for(app) as http:
-        yield http
+    # Its own key prefix too: the shared store's counters (success rate) start empty.
+    prefix = f"{backend_settings.kv_key_prefix}m{secrets.token_hex(4)}:"
+    settings = backend_settings.model_copy(
+        update={"metrics_cache_seconds": 0, "kv_key_prefix": prefix}
+    )
+    try:
+        async with running_app(settings) as app, client_for(app) as http:
+            yield http
+    finally:
+        if not settings.uses_in_process_store:
+            await delete_redis_prefix(prefix)
 
 
 async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -19,12 +19,10 @@ from faultmaven_auth.runtime import Runtime, get_runtime
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger("faultmaven_auth.health")
 
-PROBE_TIMEOUT_SECONDS = 1.0
 
-
-async def _check(name: str, probe: Callable[[], Awaitable[None]]) -> bool:
+async def _check(name: str, probe: Callable[[], Awaitable[None]], limit: float) -> bool:
     try:
-        await asyncio.wait_for(probe(), PROBE_TIMEOUT_SECONDS)
+        await asyncio.wait_for(probe(), limit)
     except Exception as exc:
         logger.warning(
             "Readiness check failed", extra={"check": name, "reason": type(exc).__name__}
@@ -40,8 +38,9 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
+    timeout = runtime.settings.health_check_timeout_seconds
     database, redis = await asyncio.gather(
-        _check("database", runtime.db.ping), _check("redis", runtime.kv.ping)
+        _check("database", runtime.db.ping, timeout), _check("redis", runtime.kv.ping, timeout)
     )
     ok = database and redis
     return JSONResponse(

@@ -1,15 +1,22 @@
-"""Logging configured once, as one JSON object per line on stdout.
+"""Logging configured once: one JSON object per line on stdout (or readable console lines).
 
-Context fields (request_id, user_id, organization_id) come from
-``observability.context``; secrets are removed by key before a line is written.
+Every line carries ``timestamp``, ``level``, ``logger``, ``message``, ``service`` and
+``environment``; context fields (``request_id``, ``user_id``, ``organization_id``) come
+from ``observability.context`` and ``trace_id``/``span_id`` from the active span, so
+lines written by libraries inside a request carry them too.
+
+Before a line is written, values under secret-looking keys are replaced and email
+addresses are masked (``j***@example.com``) unless ``LOG_INCLUDE_PII=true``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,66 +26,141 @@ _SECRET_KEYS = frozenset(
     {
         "password",
         "new_password",
+        "password_hash",
         "token",
         "access_token",
         "refresh_token",
         "invitation_token",
+        "id_token",
         "secret",
         "client_secret",
         "authorization",
         "cookie",
+        "set-cookie",
+        "api_key",
     }
 )
-_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+    "taskName",
+}
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+
+TraceIds = Callable[[], tuple[str, str] | None]
 
 
-def redact(value: Any) -> Any:
-    """Replace values under secret-looking keys, recursively."""
+def mask_emails(text: str) -> str:
+    return _EMAIL.sub(r"\1***@\2", text)
+
+
+def redact(value: Any, *, mask: bool = True) -> Any:
+    """Replace values under secret-looking keys, recursively; mask emails in strings."""
     if isinstance(value, dict):
         return {
-            k: "[REDACTED]" if str(k).lower() in _SECRET_KEYS else redact(v)
+            k: "[REDACTED]" if str(k).lower() in _SECRET_KEYS else redact(v, mask=mask)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+        return [redact(v, mask=mask) for v in value]
+    if mask and isinstance(value, str) and "@" in value:
+        return mask_emails(value)
     return value
 
 
-class JsonFormatter(logging.Formatter):
-    def __init__(self, service: str, environment: str) -> None:
-        super().__init__()
-        self._service = service
-        self._environment = environment
+def _no_trace() -> tuple[str, str] | None:
+    return None
 
-    def format(self, record: logging.LogRecord) -> str:
+
+class _Fields:
+    """Builds the dict of one line; shared by the JSON and console formatters."""
+
+    def __init__(
+        self, service: str, environment: str, include_pii: bool, trace_ids: TraceIds
+    ) -> None:
+        self.service = service
+        self.environment = environment
+        self.mask = not include_pii
+        self.trace_ids = trace_ids
+
+    def build(self, record: logging.LogRecord) -> dict[str, Any]:
+        message = record.getMessage()
         line: dict[str, Any] = {
             "timestamp": datetime.fromtimestamp(record.created, UTC)
             .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
-            "service": self._service,
-            "environment": self._environment,
+            "message": mask_emails(message) if self.mask and "@" in message else message,
+            "service": self.service,
+            "environment": self.environment,
         }
         line.update(context_fields())
+        ids = self.trace_ids()
+        if ids is not None:
+            line["trace_id"], line["span_id"] = ids
         extra = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
-        line.update(redact(extra))
+        if extra:
+            line.update(redact(extra, mask=self.mask))
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
+            text = str(exc)
             line["exception"] = {
                 "type": type(exc).__name__,
-                "message": str(exc),
+                "message": mask_emails(text) if self.mask else text,
                 "traceback": "".join(traceback.format_exception(*record.exc_info)),
             }
-        return json.dumps(line, default=str)
+        return line
 
 
-def configure_logging(*, level: str, service: str, environment: str) -> None:
+class JsonFormatter(logging.Formatter):
+    def __init__(self, fields: _Fields) -> None:
+        super().__init__()
+        self._fields = fields
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self._fields.build(record), default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """For people at a terminal in development: time, level, message, then key=value."""
+
+    _HEAD = ("timestamp", "level", "logger", "message", "service", "environment", "exception")
+
+    def __init__(self, fields: _Fields) -> None:
+        super().__init__()
+        self._fields = fields
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self._fields.build(record)
+        rest = " ".join(f"{k}={v}" for k, v in line.items() if k not in self._HEAD)
+        text = f"{line['timestamp']} {line['level']:<8} {line['logger']}: {line['message']}"
+        if rest:
+            text += f"  {rest}"
+        if "exception" in line:
+            text += "\n" + line["exception"]["traceback"]
+        return text
+
+
+def configure_logging(
+    *,
+    level: str,
+    service: str,
+    environment: str,
+    log_format: str = "json",
+    include_pii: bool = False,
+    trace_ids: TraceIds | None = None,
+) -> None:
+    fields = _Fields(service, environment, include_pii, trace_ids or _no_trace)
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter(service, environment))
+    formatter = ConsoleFormatter(fields) if log_format == "console" else JsonFormatter(fields)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "sqlalchemy.engine", "aiosqlite", "asyncio"):
+    # Our request middleware writes the access log; libraries speak only when it matters.
+    for noisy in ("uvicorn", "uvicorn.error", "uvicorn.access", "sqlalchemy", "aiosqlite",
+                  "asyncio", "httpx", "httpcore"):  # fmt: skip
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True

@@ -171,9 +171,16 @@ class Metrics:
 
     # Small named helpers keep label spelling in one place.
 
-    def auth_attempt(self, method: str, success: bool, seconds: float) -> None:
+    def auth_attempt(
+        self,
+        method: str,
+        success: bool,
+        seconds: float,
+        exemplar: dict[str, str] | None = None,
+    ) -> None:
+        """Count an attempt; ``exemplar`` (a trace id) links the latency to its trace."""
         self.auth_attempts_total.labels(method, "success" if success else "failure").inc()
-        self.auth_duration_seconds.labels(method).observe(seconds)
+        self.auth_duration_seconds.labels(method).observe(seconds, exemplar)
 
     def token_issued(self, token_type: str) -> None:
         self.tokens_generated_total.labels(token_type).inc()

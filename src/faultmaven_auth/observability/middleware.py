@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, the last-resort 500, and the body size limit.
+"""Pure ASGI middleware: request ids, the access log, the last-resort 500, body limits.
 
 Starlette's ``BaseHTTPMiddleware`` costs about four times the throughput of a plain
 ASGI callable, so these wrap ``receive``/``send`` directly.
@@ -6,10 +6,13 @@ ASGI callable, so these wrap ``receive``/``send`` directly.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
+import time
 import uuid
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +22,41 @@ from faultmaven_auth.observability.context import bind_request_id, clear_context
 logger = logging.getLogger("faultmaven_auth.request")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# Probes and scrapes are logged at DEBUG: at INFO they would drown real traffic.
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def client_ip(scope: Scope, trusted: tuple[Network, ...]) -> str | None:
+    """The peer address; behind trusted proxies, the last untrusted X-Forwarded-For hop.
+
+    Walking from the right means a client cannot forge its address by sending its own
+    X-Forwarded-For: only hops appended by our proxies are skipped.
+    """
+    peer = scope.get("client")
+    address: str | None = str(peer[0]) if peer else None
+    if address is None or not trusted or not _is_trusted(address, trusted):
+        return address
+    forwarded = _header(scope, b"x-forwarded-for")
+    if not forwarded:
+        return address
+    hops = [hop.strip() for hop in forwarded.decode("latin-1").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return address
+    return hops[0] if hops else address
 
 
 def choose_request_id(incoming: bytes | None) -> str:
@@ -54,25 +92,53 @@ async def _send_json(send: Send, status: int, body: dict[str, object], request_i
 
 
 class RequestContextMiddleware:
-    """Binds the request id, echoes it in ``X-Request-ID``, and turns crashes into 500s."""
+    """Binds the request id, echoes it in ``X-Request-ID``, logs the request, and turns
+    crashes into a generic 500 (the traceback goes to the log, never to the client)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        trusted_proxies: Iterable[str] = (),
+        log_request_start: bool = True,
+    ) -> None:
         self.app = app
+        self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+        self.log_request_start = log_request_start
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request_id = choose_request_id(_header(scope, b"x-request-id"))
-        scope.setdefault("state", {})["request_id"] = request_id
+        ip = client_ip(scope, self.trusted)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["client_ip"] = ip
         clear_context()
         bind_request_id(request_id)
+        level = logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO
+        log = logger.isEnabledFor(level)
+        fields: dict[str, object] = {}
+        if log:
+            agent = _header(scope, b"user-agent")
+            fields = {
+                "endpoint": scope["path"],
+                "method": scope["method"],
+                "client_ip": ip,
+                "user_agent": agent.decode("latin-1")[:256] if agent else None,
+            }
+            if self.log_request_start:
+                logger.log(level, "Request started", extra=fields)
+        status = 500
         response_started = False
 
         async def send_with_request_id(message: Message) -> None:
-            nonlocal response_started
+            nonlocal response_started, status
             if message["type"] == "http.response.start":
                 response_started = True
+                status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
@@ -81,7 +147,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_request_id)
         except Exception:
-            logger.exception("Unhandled exception")
+            logger.exception("Unhandled exception", extra=fields)
             if not response_started:
                 await _send_json(
                     send,
@@ -90,6 +156,13 @@ class RequestContextMiddleware:
                     request_id,
                 )
         finally:
+            if log:
+                duration_ms = round((time.perf_counter() - started) * 1000, 2)
+                logger.log(
+                    level,
+                    "Request completed",
+                    extra={**fields, "status_code": status, "duration_ms": duration_ms},
+                )
             clear_context()
 
 

@@ -48,7 +48,9 @@ class Principal:
 
 def request_meta(request: Request) -> RequestMeta:
     return RequestMeta(
-        ip_address=request.client.host if request.client else None,
+        # Resolved once by the request middleware (honours trusted proxies only).
+        ip_address=getattr(request.state, "client_ip", None)
+        or (request.client.host if request.client else None),
         user_agent=request.headers.get("user-agent"),
         request_id=getattr(request.state, "request_id", None),
     )

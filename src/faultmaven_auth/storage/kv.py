@@ -150,6 +150,11 @@ class RedisStore:
         self._redis = client
         self._prefix = prefix
 
+    @property
+    def client(self) -> Redis:
+        """The redis-py client, for instrumentation; the store's methods are the API."""
+        return self._redis
+
     @classmethod
     def from_url(cls, url: str, *, password: str | None = None, prefix: str = "") -> RedisStore:
         client = Redis.from_url(

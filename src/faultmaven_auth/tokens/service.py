@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from faultmaven_auth.audit.events import AuditEventType, Outcome
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.errors import InvalidCredentials, InvalidToken
+from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.storage.models import Organization, RefreshToken, ServiceClient, User
 from faultmaven_auth.storage.models.base import utcnow
@@ -97,41 +98,52 @@ async def issue_token_pair(
 async def login(runtime: Runtime, email: str, password: str, meta: RequestMeta) -> TokenPair:
     """Email + password to a new session. Every failure is the same 401, in the same time."""
     started = time.perf_counter()
-    async with runtime.db.session() as session:
-        row = (
-            await session.execute(
-                select(User, Organization)
-                .join(Organization, Organization.id == User.organization_id)
-                .where(User.email == normalize_email(email))
-            )
-        ).first()
-    user, organization = (row[0], row[1]) if row else (None, None)
-    # Verified even for an unknown email (against a dummy hash), so timing tells nothing.
-    result = await runtime.hasher.verify(user.password_hash if user else None, password)
-    reason = None
-    if user is None or organization is None:
-        reason = "unknown_user"
-    elif not result.valid:
-        reason = "invalid_password"
-    elif not user.is_active:
-        reason = "user_inactive"
-    elif organization.is_deleted:
-        reason = "organization_deleted"
+    tracer = runtime.tracer
+    with traced(tracer, "authenticate_user") as span:
+        with traced(tracer, "db_query_user"):
+            async with runtime.db.session() as session:
+                row = (
+                    await session.execute(
+                        select(User, Organization)
+                        .join(Organization, Organization.id == User.organization_id)
+                        .where(User.email == normalize_email(email))
+                    )
+                ).first()
+        user, organization = (row[0], row[1]) if row else (None, None)
+        # Verified even for an unknown email (against a dummy hash), so timing tells nothing.
+        with traced(tracer, "verify_password"):
+            result = await runtime.hasher.verify(user.password_hash if user else None, password)
+        reason = None
+        if user is None or organization is None:
+            reason = "unknown_user"
+        elif not result.valid:
+            reason = "invalid_password"
+        elif not user.is_active:
+            reason = "user_inactive"
+        elif organization.is_deleted:
+            reason = "organization_deleted"
+        # The user is named by id, and only once the credentials proved who it is.
+        span.set_attribute("auth_success", reason is None)
+        if reason is None and user is not None:
+            span.set_attribute("enduser.id", str(user.id))
+        if reason is not None:
+            span.set_attribute("auth.failure_reason", reason)
+            async with runtime.db.transaction() as session:
+                record_audit_event(
+                    session,
+                    AuditEventType.LOGIN_FAILED,
+                    meta=meta,
+                    organization_id=organization.id if organization else None,
+                    actor_id=user.id if user else None,
+                    target_type="user",
+                    target_id=user.id if user else None,
+                    outcome=Outcome.FAILURE,
+                    details={"method": "password", "reason": reason},
+                )
+            logger.info("Login failed", extra={"event_type": "login_failed", "reason": reason})
+            await record_auth_attempt(runtime, "password", False, started)
     if reason is not None:
-        async with runtime.db.transaction() as session:
-            record_audit_event(
-                session,
-                AuditEventType.LOGIN_FAILED,
-                meta=meta,
-                organization_id=organization.id if organization else None,
-                actor_id=user.id if user else None,
-                target_type="user",
-                target_id=user.id if user else None,
-                outcome=Outcome.FAILURE,
-                details={"method": "password", "reason": reason},
-            )
-        logger.info("Login failed", extra={"event_type": "login_failed", "reason": reason})
-        await record_auth_attempt(runtime, "password", False, started)
+        # Raised outside the span: a refused login is an outcome (auth_success), not an error.
         raise InvalidCredentials
     assert user is not None  # noqa: S101 - narrowed by the reason checks above
     new_hash = await runtime.hasher.hash(password) if result.needs_rehash else None
@@ -158,7 +170,9 @@ async def login(runtime: Runtime, email: str, password: str, meta: RequestMeta) 
 
 async def record_auth_attempt(runtime: Runtime, method: str, success: bool, started: float) -> None:
     """Count an attempt in the metrics and in the shared success-rate counters."""
-    runtime.metrics.auth_attempt(method, success, time.perf_counter() - started)
+    runtime.metrics.auth_attempt(
+        method, success, time.perf_counter() - started, exemplar=current_trace_exemplar()
+    )
     await runtime.activity.record_auth(success)
 
 
