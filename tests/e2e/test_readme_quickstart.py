@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.support.server import migrate, running_server, server_env
+
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "faultmaven_auth"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def quick_start_script() -> str:
@@ -36,38 +26,10 @@ def quick_start_script() -> str:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """`migrate` then `serve` on a fresh SQLite file and a free port; stopped afterwards."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
-        "ENVIRONMENT": "development",
-    }
-    env.pop("REDIS_URL", None)
-    subprocess.run([*CLI, "migrate"], env=env, check=True, capture_output=True, timeout=60)
-    process = subprocess.Popen(
-        [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the server did not start within 30 s")
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    env = server_env(tmp_path)
+    migrate(env)
+    with running_server(env, tmp_path / "server.log") as process:
+        yield process.base_url
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the quick start uses curl")
