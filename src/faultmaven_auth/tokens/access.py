@@ -8,6 +8,8 @@ picks a key we published, the algorithm comes from that key (never from the head
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +22,24 @@ from faultmaven_auth.tokens.keys import KeyRing
 
 ACCESS_TOKEN_TYPE = "access"
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "exp", "iat", "jti", "org_id", "sid", "type"]
+
+
+def _canonical_segments(token: str) -> bool:
+    """Each segment is canonical unpadded base64url: one token, one spelling.
+
+    Lenient decoders ignore the spare low bits of the last character, so without this a
+    changed final character could still verify (PyJWT before 2.15.1 accepted such
+    tokens). The check is a cheap re-encode of the signature segment.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return False
+    signature = parts[2]
+    try:
+        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    except (ValueError, binascii.Error):
+        return False
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == signature
 
 
 class ExpiredToken(InvalidToken):
@@ -84,6 +104,8 @@ class AccessTokenCodec:
 
     def verify(self, token: str) -> AccessClaims:
         """The token's claims, or ``InvalidToken`` (``ExpiredToken`` when only expired)."""
+        if not _canonical_segments(token):
+            raise InvalidToken
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
