@@ -37,6 +37,7 @@ from faultmaven_auth.observability.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
 )
+from faultmaven_auth.observability.profiling import ProfilingMiddleware
 from faultmaven_auth.observability.spans import ServerSpanMiddleware
 from faultmaven_auth.observability.tracing import build_tracing, current_trace_exemplar
 from faultmaven_auth.organizations.endpoints import router as organizations_router
@@ -184,6 +185,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # FastAPI's own spans (made only when a global provider is set) would be roots of
+        # their own next to ServerSpanMiddleware's; with tracing on, ours are the spans.
+        telemetry=None if tracing is None else {"tracing": False},
     )
     install_error_handlers(app)
     for router in (
@@ -218,6 +222,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             templates=lambda: RouteTemplates(_route_templates(app)),
             exemplar=current_trace_exemplar if tracing is not None else None,
         )
+    if settings.profiling_enabled:
+        token = settings.profiling_token
+        app.add_middleware(ProfilingMiddleware, token=token.get_secret_value() if token else None)
     app.add_middleware(
         RequestContextMiddleware,
         trusted_proxies=settings.trusted_proxies,

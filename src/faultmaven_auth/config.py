@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = Field(default=10.0, ge=0)
     activity_window_seconds: int = Field(default=15 * 60, ge=60)
     health_check_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    profiling_enabled: bool = False
+    profiling_token: SecretStr | None = None
 
     # Tracing (docs/observability-tracing.md): on when TRACING_ENABLED=true, or when it is
     # unset and an OTLP endpoint or JAEGER_HOST is given. The standard OTEL_* names are kept;
@@ -204,6 +206,8 @@ class Settings(BaseSettings):
                 problems.append("ENVIRONMENT=production needs REDIS_URL (no in-process store)")
             if self.uses_sqlite:
                 problems.append("ENVIRONMENT=production needs a PostgreSQL DATABASE_URL")
+            if self.profiling_enabled:
+                problems.append("ENVIRONMENT=production refuses PROFILING_ENABLED=true")
             key = self.signing_key_encryption_key
             if key is None or len(key.get_secret_value()) < 32:
                 problems.append(
