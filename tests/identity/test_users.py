@@ -156,7 +156,7 @@ async def test_update_full_name(client: httpx.AsyncClient, owner: Account) -> No
 async def test_password_change_ends_the_users_sessions(
     client: httpx.AsyncClient, owner: Account
 ) -> None:
-    """After a password change the user's refresh token fails; only the new password logs in."""
+    """After a password change the user's tokens fail; only the new password logs in."""
     member = await add_member(client, owner, "member")
     response = await client.patch(
         f"{owner.org_url}/users/{member.user_id}",
@@ -165,6 +165,10 @@ async def test_password_change_ends_the_users_sessions(
     )
     assert response.status_code == 200, response.text
     assert_error(await refresh(client, member), 401, "INVALID_TOKEN")
+    # The access tokens of the ended sessions stop working at once, not at expiry.
+    assert_error(
+        await client.get("/api/v1/auth/me", headers=member.headers), 401, "INVALID_TOKEN"
+    )
     old = await client.post(
         "/api/v1/auth/login", json={"email": member.email, "password": PASSWORD}
     )

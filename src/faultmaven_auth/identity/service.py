@@ -43,7 +43,12 @@ from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.storage.models import Invitation, Organization, User
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.storage.tenancy import OrgId, scoped
-from faultmaven_auth.tokens.service import hash_token, normalize_email, revoke_user_sessions
+from faultmaven_auth.tokens.service import (
+    hash_token,
+    normalize_email,
+    revoke_families_access,
+    revoke_user_sessions,
+)
 
 
 def check_password_policy(password: str, field: str = "password") -> None:
@@ -311,14 +316,15 @@ async def update_user(
         user = await get_user(session, access.org_id, user_id)
         await check_can_manage(session, access, user)
         changed = []
+        ended: list[uuid.UUID] = []
         if data.full_name is not None and data.full_name != user.full_name:
             user.full_name = data.full_name
             changed.append("full_name")
         if new_hash is not None:
             user.password_hash = new_hash
             changed.append("password")
-            # A new password ends every session that knew the old one.
-            await revoke_user_sessions(session, user.id)
+            # A new password ends every session that knew the old one, access tokens too.
+            ended = await revoke_user_sessions(session, user.id)
         record_audit_event(
             session,
             AuditEventType.USER_UPDATED,
@@ -329,7 +335,8 @@ async def update_user(
             target_id=user.id,
             details={"changed": changed},
         )
-        return user
+    await revoke_families_access(runtime, ended)
+    return user
 
 
 async def ensure_not_last_owner(session: AsyncSession, org_id: OrgId, user: User) -> None:

@@ -312,13 +312,28 @@ async def revoke_organization_sessions(session: AsyncSession, org_id: uuid.UUID)
     )
 
 
-async def revoke_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+async def revoke_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """Revoke every live refresh token of the user; returns the session families ended.
+
+    The caller denies those families' access tokens in the store once the transaction
+    has committed (``revoke_families_access``).
+    """
+    live = RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
+    families = list(
+        (await session.scalars(select(RefreshToken.family_id).where(*live).distinct())).all()
+    )
     await session.execute(
         update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .where(*live)
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    return families
+
+
+async def revoke_families_access(runtime: Runtime, families: list[uuid.UUID]) -> None:
+    for family in families:
+        await revoke_family_access(runtime.kv, family, runtime.settings.access_token_ttl_seconds)
 
 
 async def introspect(runtime: Runtime, client: ServiceClient, token: str) -> dict[str, Any]:
