@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.trace import NoOpTracer, Tracer
 from prometheus_client import CollectorRegistry, multiprocess
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from faultmaven_auth import __version__
 from faultmaven_auth.audit.endpoints import router as audit_router
@@ -82,22 +82,27 @@ async def build_runtime(
     cipher = KeyCipher(secret.get_secret_value() if secret else None)
     keys = KeyRing(cipher)
     try:
-        async with db.transaction() as session:
-            await ensure_signing_key(session, algorithm=settings.jwt_algorithm.value, cipher=cipher)
-        async with db.session() as session:
-            await keys.refresh(session)
+        await load_signing_keys(db, keys, settings, cipher)
     except Exception as exc:
-        # Whatever failed, close what was opened: a failed start must not leak connections.
-        await db.dispose()
-        await kv.close()
-        if isinstance(exc, OperationalError | ProgrammingError):
-            raise ConfigurationError(
-                "The database is unreachable or not migrated: run `faultmaven-auth migrate` "
-                f"against DATABASE_URL first ({type(exc.orig).__name__})"
-            ) from exc
-        if isinstance(exc, KeyDecryptionError):
-            raise ConfigurationError(str(exc)) from exc
-        raise
+        if database_unreachable(exc):
+            # Start anyway: /health stays up, /ready reports the database, and the key
+            # refresher loads the keys as soon as the database answers.
+            logger.error(
+                "The database is unreachable at start; retrying in the background",
+                extra={"reason": type(exc).__name__},
+            )
+        else:
+            # Whatever failed, close what was opened: a failed start must not leak.
+            await db.dispose()
+            await kv.close()
+            if isinstance(exc, OperationalError | ProgrammingError):
+                raise ConfigurationError(
+                    "The database is not migrated: run `faultmaven-auth migrate` "
+                    f"against DATABASE_URL first ({type(exc.orig).__name__})"
+                ) from exc
+            if isinstance(exc, KeyDecryptionError):
+                raise ConfigurationError(str(exc)) from exc
+            raise
     return Runtime(
         settings=settings,
         db=db,
@@ -121,15 +126,48 @@ async def build_runtime(
     )
 
 
+def database_unreachable(exc: BaseException) -> bool:
+    """A connection problem (worth retrying), as opposed to a schema or key problem."""
+    if isinstance(exc, OSError | TimeoutError | InterfaceError):
+        return True
+    if isinstance(exc, OperationalError):
+        # SQLite reports a missing table as an OperationalError too: that is a schema
+        # problem, not an outage.
+        return "no such table" not in str(exc.orig).lower()
+    return False
+
+
+async def load_signing_keys(
+    db: Database, keys: KeyRing, settings: Settings, cipher: KeyCipher
+) -> None:
+    async with db.transaction() as session:
+        await ensure_signing_key(session, algorithm=settings.jwt_algorithm.value, cipher=cipher)
+    async with db.session() as session:
+        await keys.refresh(session)
+
+
 async def _refresh_keys_forever(runtime: Runtime) -> None:
-    """Pick up keys rotated elsewhere (CLI, another replica) without a restart."""
+    """Pick up keys rotated elsewhere (CLI, another replica) without a restart.
+
+    Until the first load succeeds (the database was down at start) it retries every
+    two seconds and creates the first key if there is none.
+    """
+    settings = runtime.settings
     while True:
-        await asyncio.sleep(runtime.settings.signing_key_refresh_seconds)
+        loaded = runtime.keys.loaded
+        await asyncio.sleep(settings.signing_key_refresh_seconds if loaded else 2.0)
         try:
-            async with runtime.db.session() as session:
-                await runtime.keys.refresh(session)
-        except Exception:
-            logger.exception("Signing key refresh failed; keeping the keys already loaded")
+            if loaded:
+                async with runtime.db.session() as session:
+                    await runtime.keys.refresh(session)
+            else:
+                await load_signing_keys(runtime.db, runtime.keys, settings, runtime.cipher)
+                logger.info("Signing keys loaded")
+        except Exception as exc:
+            logger.warning(
+                "Signing key refresh failed; keeping the keys already loaded",
+                extra={"reason": type(exc).__name__},
+            )
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:

@@ -24,14 +24,18 @@ logs them and answers 500 ``INTERNAL_ERROR``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faultmaven_auth.observability.context import current_request_id
+
+logger = logging.getLogger("faultmaven_auth.errors")
 
 
 class AppError(Exception):
@@ -198,7 +202,18 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
+    # The database driver's connection failures (asyncpg raises plain OSErrors) mean a
+    # dependency is down: 503 tells clients and load balancers to retry elsewhere.
+    logger.error("Database unavailable", extra={"reason": type(exc).__name__})
+    return JSONResponse(
+        error_body("DATABASE_UNAVAILABLE", "The database is unavailable"), status_code=503
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
+    for exc_type in (OperationalError, InterfaceError, ConnectionError, TimeoutError):
+        app.add_exception_handler(exc_type, _dependency_down)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

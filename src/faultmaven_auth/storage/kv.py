@@ -10,9 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from faultmaven_auth.errors import ServiceUnavailable
+
+
+class StoreUnavailable(ServiceUnavailable):
+    code = "STORE_UNAVAILABLE"
+    message = "The key-value store is unavailable"
+
+
+@asynccontextmanager
+async def _redis_errors() -> AsyncIterator[None]:
+    """Redis failures leave this module as one domain error (503), not redis-py's tree."""
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreUnavailable from exc
 
 
 class KeyValueStore(Protocol):
@@ -171,27 +190,31 @@ class RedisStore:
         return self._prefix + key
 
     async def get(self, key: str) -> str | None:
-        value = await self._redis.get(self._k(key))
+        async with _redis_errors():
+            value = await self._redis.get(self._k(key))
         return None if value is None else str(value)
 
     async def get_many(self, keys: list[str]) -> list[str | None]:
         if not keys:
             return []
-        values = await self._redis.mget([self._k(k) for k in keys])
+        async with _redis_errors():
+            values = await self._redis.mget([self._k(k) for k in keys])
         return [None if v is None else str(v) for v in values]
 
     async def set(self, key: str, value: str, ttl_seconds: int) -> None:
         _check_ttl(ttl_seconds)
-        await self._redis.set(self._k(key), value, ex=ttl_seconds)
+        async with _redis_errors():
+            await self._redis.set(self._k(key), value, ex=ttl_seconds)
 
     async def set_if_absent(self, key: str, value: str, ttl_seconds: int) -> bool:
         _check_ttl(ttl_seconds)
-        return bool(await self._redis.set(self._k(key), value, ex=ttl_seconds, nx=True))
+        async with _redis_errors():
+            return bool(await self._redis.set(self._k(key), value, ex=ttl_seconds, nx=True))
 
     async def increment(self, key: str, ttl_seconds: int) -> int:
         _check_ttl(ttl_seconds)
         full = self._k(key)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with _redis_errors(), self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(full)
             # NX: only a new key gets the TTL, so a steady stream cannot keep it alive.
             pipe.expire(full, ttl_seconds, nx=True)
@@ -199,12 +222,13 @@ class RedisStore:
         return int(count)
 
     async def delete(self, key: str) -> bool:
-        return bool(await self._redis.delete(self._k(key)))
+        async with _redis_errors():
+            return bool(await self._redis.delete(self._k(key)))
 
     async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
         _check_ttl(ttl_seconds)
         full = self._k(key)
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with _redis_errors(), self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(full, {member: time.time()})
             pipe.expire(full, ttl_seconds)
             await pipe.execute()
@@ -212,14 +236,15 @@ class RedisStore:
     async def members_since(self, key: str, seconds: float) -> list[str]:
         full = self._k(key)
         cutoff = time.time() - seconds
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with _redis_errors(), self._redis.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(full, "-inf", f"({cutoff}")
             pipe.zrangebyscore(full, cutoff, "+inf")
             _, members = await pipe.execute()
         return [str(m) for m in members]
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        async with _redis_errors():
+            await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

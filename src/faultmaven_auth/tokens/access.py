@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import jwt
 
-from faultmaven_auth.errors import InvalidToken
+from faultmaven_auth.errors import InvalidToken, ServiceUnavailable
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.tokens.keys import KeyRing
 
@@ -104,6 +104,9 @@ class AccessTokenCodec:
 
     def verify(self, token: str) -> AccessClaims:
         """The token's claims, or ``InvalidToken`` (``ExpiredToken`` when only expired)."""
+        if not self._keys.loaded:
+            # Nothing to verify with (the database was down at start): not the token's fault.
+            raise ServiceUnavailable("No signing key is available", code="NO_SIGNING_KEY")
         if not _canonical_segments(token):
             raise InvalidToken
         try:

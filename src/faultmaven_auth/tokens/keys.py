@@ -195,6 +195,10 @@ class KeyRing:
                 keys[row.kid] = self._load(row)
         self._keys = keys
 
+    @property
+    def loaded(self) -> bool:
+        return bool(self._keys)
+
     def current(self) -> LoadedKey:
         """The key that signs: the newest active key that has not been superseded."""
         now = utcnow()
