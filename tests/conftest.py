@@ -11,11 +11,13 @@ with unique emails, so nothing needs truncating between tests.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from fastapi import FastAPI
 
 from faultmaven_auth.app import create_app
 from faultmaven_auth.config import Settings
+from faultmaven_auth.identity.policy import password_problem
+from faultmaven_auth.observability.logging import JsonFormatter, _Fields
 from faultmaven_auth.storage.migrate import upgrade_async
 
 PG_ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -146,9 +150,91 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield app
 
 
+# -- the suite-wide secret guard ------------------------------------------------------
+# Every password sent and every token or client secret received through `client_for`
+# is remembered; every log line written during the session (formatted as in
+# production, after redaction) is kept. At the end of the session none of the secrets
+# may appear in any line, or in any span the OTLP receiver collected.
+
+SEEN_SECRETS: set[str] = set()
+CAPTURED_LOG_LINES: list[str] = []
+CAPTURED_SPAN_TEXT: list[str] = []
+_SECRET_REQUEST_FIELDS = ("password", "refresh_token", "invitation_token", "token")
+_SECRET_RESPONSE_FIELDS = ("access_token", "refresh_token", "client_secret", "token")
+
+
+def remember_secrets(data: object, fields: tuple[str, ...]) -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in fields and isinstance(value, str) and len(value) >= 8:
+                SEEN_SECRETS.add(value)
+            else:
+                remember_secrets(value, fields)
+    elif isinstance(data, list):
+        for item in data:
+            remember_secrets(item, fields)
+
+
+async def _remember_request_secrets(request: httpx.Request) -> None:
+    if request.headers.get("content-type", "").startswith("application/json"):
+        with suppress(ValueError):
+            remember_secrets(json.loads(request.content or b"null"), _SECRET_REQUEST_FIELDS)
+
+
+async def _remember_response_secrets(response: httpx.Response) -> None:
+    if response.headers.get("content-type", "").startswith("application/json"):
+        await response.aread()
+        with suppress(ValueError):
+            remember_secrets(response.json(), _SECRET_RESPONSE_FIELDS)
+
+
+class _CaptureLines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            CAPTURED_LOG_LINES.append(self.format(record))
+        except Exception:  # a broken record must not break the test that logged it
+            self.handleError(record)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secret_guard() -> Iterator[None]:
+    handler = _CaptureLines(level=logging.DEBUG)
+    handler.setFormatter(
+        JsonFormatter(_Fields("test", "test", include_pii=False, trace_ids=lambda: None))
+    )
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+    assert SEEN_SECRETS, "the guard saw no secrets: its hooks are not wired"
+    haystacks = {"log": "\n".join(CAPTURED_LOG_LINES), "span": "\n".join(CAPTURED_SPAN_TEXT)}
+    leaks = [
+        (where, secret[:6] + "...")
+        for secret in SEEN_SECRETS
+        # Refused weak passwords ("password") are ordinary words in any log; they are
+        # not secrets the service ever accepted.
+        if password_problem(secret) is None
+        for where, text in haystacks.items()
+        if secret in text
+    ]
+    assert not leaks, f"secrets leaked into telemetry: {leaks}"
+
+
 def client_for(app: FastAPI) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    return httpx.AsyncClient(
+        transport=transport,
+        base_url="http://testserver",
+        event_hooks={
+            "request": [_remember_request_secrets],
+            "response": [_remember_response_secrets],
+        },
+    )
 
 
 @pytest.fixture(scope="session")
@@ -244,9 +330,11 @@ async def add_member(
     )
     assert response.status_code == 201, response.text
     user_id = response.json()["id"]
-    tokens = await login(client, email, PASSWORD) if login_too else {
-        "access_token": "", "refresh_token": ""
-    }
+    tokens = (
+        await login(client, email, PASSWORD)
+        if login_too
+        else {"access_token": "", "refresh_token": ""}
+    )
     return Account(
         email=email,
         password=PASSWORD,
