@@ -40,8 +40,8 @@ run: install
 	$(BIN)/faultmaven-auth serve --host $(HOST) --port $(PORT)
 
 lint: install-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 # Debian packages the suite uses for real (promtool); installs only what is missing.
@@ -51,6 +51,12 @@ system-deps:
 ## make test: lint, then the whole suite (embedded backend and PostgreSQL + Redis)
 test: lint system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## make bench: benchmarks with a written report in benchmarks/results/
+bench: install-dev
+	./scripts/install-system-deps.sh bench
+	$(BIN)/pip install --quiet 'py-spy>=0.3'
+	$(BIN)/python benchmarks/telemetry_overhead/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis var

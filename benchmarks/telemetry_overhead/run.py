@@ -1,0 +1,281 @@
+"""Telemetry overhead: authenticated GET /api/v1/auth/me under four telemetry settings.
+
+One run, one machine, configurations interleaved round by round so drift hits them all
+alike. Each configuration is a real `faultmaven-auth serve` (one worker, embedded
+default) loaded by wrk over loopback; traces go to a local OTLP/HTTP sink. Results are
+reported as medians over rounds and as ratios to "telemetry off", then written to
+benchmarks/results/telemetry_overhead.md together with a py-spy profile of the
+"metrics + logs" configuration.
+
+    .venv/bin/python benchmarks/telemetry_overhead/run.py [--rounds 3] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import http.server
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results" / "telemetry_overhead.md"
+PASSWORD = "Bench-Passphrase-2026"
+
+
+@dataclass
+class Config:
+    name: str
+    env: dict[str, str]
+    rps: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Sink(http.server.BaseHTTPRequestHandler):
+    """Accepts OTLP/HTTP exports and drops them (an empty body is a valid response)."""
+
+    spans_bytes = 0
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", 0))
+        _Sink.spans_bytes += len(self.rfile.read(length))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def start_sink() -> tuple[http.server.ThreadingHTTPServer, int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def to_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    assert match, text
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(url: str, token: str, seconds: int, connections: int) -> tuple[float, float, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+         "-H", f"Authorization: Bearer {token}", url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{non2xx.group(1)} failed requests:\n{out}")
+    return rps, p50, p99
+
+
+class Server:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "faultmaven_auth", "serve", "--port", str(self.port)],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=15)
+        self.log.close()
+
+
+def login_token(base: str, email: str) -> str:
+    response = httpx.post(
+        f"{base}/api/v1/auth/login", json={"email": email, "password": PASSWORD}, timeout=30
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+def profile_leaves(pid: int, seconds: int, url: str, token: str, connections: int) -> list[str]:
+    """py-spy samples of the server while wrk loads it; top functions by own samples."""
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        return ["(py-spy not installed: pip install py-spy)"]
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        recorder = subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--format", "raw",
+             "--output", out.name, "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        run_wrk(url, token, seconds, connections)
+        recorder.wait(timeout=seconds + 30)
+        lines = Path(out.name).read_text().splitlines()
+    own: collections.Counter[str] = collections.Counter()
+    ours: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            if "faultmaven_auth" in frame:
+                ours[frame] += n
+    if not total:
+        return ["(no samples)"]
+    rows = [f"| {100 * n / total:5.1f} % | `{frame[:110]}` |" for frame, n in own.most_common(15)]
+    rows.append("")
+    rows.append("Inclusive share of the project's own frames:")
+    rows.append("")
+    rows.append("| samples | frame |")
+    rows.append("|---:|---|")
+    rows += [f"| {100 * n / total:5.1f} % | `{frame[:110]}` |" for frame, n in ours.most_common(12)]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian package wrk)")
+
+    sink, sink_port = start_sink()
+    work = Path(tempfile.mkdtemp(prefix="fm-bench-"))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JAEGER_"))}
+    base_env.pop("REDIS_URL", None)
+    base_env.update(
+        {"DATABASE_URL": f"sqlite+aiosqlite:///{work / 'bench.db'}", "ENVIRONMENT": "development"}
+    )
+    subprocess.run([sys.executable, "-m", "faultmaven_auth", "migrate"], env=base_env,
+                   check=True, capture_output=True)  # fmt: skip
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
+    configs = [
+        Config("telemetry off", {"METRICS_ENABLED": "false", "LOG_LEVEL": "WARNING"}),
+        Config("metrics + JSON logs + request ids", {"LOG_LEVEL": "INFO"}),
+        Config("+ tracing, 10 % sampled",
+               {"LOG_LEVEL": "INFO", "TRACING_SAMPLE_RATIO": "0.1", **otlp}),
+        Config("+ tracing, 100 % sampled",
+               {"LOG_LEVEL": "INFO", "TRACING_SAMPLE_RATIO": "1.0", **otlp}),
+    ]  # fmt: skip
+
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+    server = Server({**base_env, **configs[0].env}, work / "setup.log")
+    httpx.post(
+        f"{server.base}/api/v1/auth/register",
+        json={"organization_name": "Bench", "email": email, "password": PASSWORD,
+              "full_name": "Bench"},
+        timeout=30,
+    ).raise_for_status()  # fmt: skip
+    server.stop()
+
+    for round_no in range(args.rounds):
+        for config in configs:
+            server = Server({**base_env, **config.env}, work / f"server-{round_no}.log")
+            try:
+                token = login_token(server.base, email)
+                url = f"{server.base}/api/v1/auth/me"
+                run_wrk(url, token, 2, args.connections)  # warm-up
+                rps, p50, p99 = run_wrk(url, token, args.seconds, args.connections)
+            finally:
+                server.stop()
+            config.rps.append(rps)
+            config.p50.append(p50)
+            config.p99.append(p99)
+            print(f"round {round_no + 1} {config.name:36} {rps:8.1f} req/s "
+                  f"p50 {p50:6.2f} ms p99 {p99:6.2f} ms", flush=True)  # fmt: skip
+
+    server = Server({**base_env, **configs[1].env}, work / "profile.log")
+    try:
+        token = login_token(server.base, email)
+        profile = profile_leaves(
+            server.process.pid,
+            args.seconds,
+            f"{server.base}/api/v1/auth/me",
+            token,
+            args.connections,
+        )
+    finally:
+        server.stop()
+    sink.shutdown()
+
+    base_rps = statistics.median(configs[0].rps)
+    rows = []
+    for config in configs:
+        rps = statistics.median(config.rps)
+        rows.append(
+            f"| {config.name} | {rps:,.0f} | {rps / base_rps:.2f} | {100 * (1 - rps / base_rps):+.1f} % "
+            f"| {statistics.median(config.p50):.2f} | {statistics.median(config.p99):.2f} |"
+        )
+    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    report = f"""# Telemetry overhead
+
+Authenticated `GET /api/v1/auth/me` (JWT verification, revocation check in the store, one
+user + roles query), one uvicorn worker on the embedded default (SQLite + in-process
+store), loaded by `wrk -t1 -c{args.connections}` over loopback on a {cpu}-core machine.
+{args.rounds} rounds of {args.seconds} s per configuration, interleaved; medians shown.
+Throughput cost is relative to "telemetry off" in the same run.
+
+Command: `make bench` (that is, `{Path(sys.executable).name} benchmarks/telemetry_overhead/run.py --rounds {args.rounds} --seconds {args.seconds}`).
+
+| configuration | req/s | ratio to off | throughput cost | p50 ms | p99 ms |
+|---|---:|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+Targets: metrics + logs ≤ 10 % throughput cost; with tracing at 10 % ≤ 20 %.
+
+Per-round req/s: {"; ".join(f"{c.name}: {', '.join(f'{r:.0f}' for r in c.rps)}" for c in configs)}.
+
+## Where the time goes ("metrics + JSON logs + request ids")
+
+py-spy samples of the server process under the same load; share of samples by the
+function on top of the stack (own time):
+
+| samples | function |
+|---:|---|
+{chr(10).join(profile)}
+"""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
