@@ -51,11 +51,7 @@ def test_two_workers_report_the_sum_of_their_counters(tmp_path: Path, redis_pref
         for _ in range(REQUESTS):
             # A new connection each time, so the kernel spreads them over both workers.
             assert httpx.get(f"{server.base_url}/api/v1/auth/me").status_code == 401
-        scrapes = [
-            me_401_count(httpx.get(f"{server.base_url}/metrics").text) for _ in range(10)
-        ]
-        worker_pids = {
-            path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")
-        }
+        scrapes = [me_401_count(httpx.get(f"{server.base_url}/metrics").text) for _ in range(10)]
+        worker_pids = {path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}
     assert len(worker_pids) == 2, worker_pids
     assert scrapes == [REQUESTS] * 10

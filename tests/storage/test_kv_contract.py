@@ -1,0 +1,203 @@
+"""One contract for the key-value store, held by the in-process store and by Redis.
+
+Revocations, lockout counters and one-time SSO values rely on exactly these semantics,
+so both implementations run the same tests. Redis is the real server on 127.0.0.1,
+with a key prefix private to each test that is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from faultmaven_auth.storage.kv import KeyValueStore, MemoryStore, RedisStore
+from tests.conftest import REDIS_URL, check_redis, delete_redis_prefix
+
+# Expiry tests really wait for the clock: TTLs are whole seconds on both stores.
+EXPIRY_WAIT = 1.3
+
+
+def _new_prefix() -> str:
+    return f"fmtest-kv:{secrets.token_hex(6)}:"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
+    if request.param == "memory":
+        memory = MemoryStore()
+        yield memory
+        await memory.close()
+        return
+    await check_redis()
+    prefix = _new_prefix()
+    redis_store = RedisStore.from_url(REDIS_URL, prefix=prefix)
+    try:
+        yield redis_store
+    finally:
+        await redis_store.close()
+        await delete_redis_prefix(prefix)
+
+
+async def test_get_of_a_missing_key_is_none(store: KeyValueStore) -> None:
+    """Reading a key never written answers None."""
+    assert await store.get("never-written") is None
+
+
+async def test_set_then_get_returns_the_value(store: KeyValueStore) -> None:
+    """A stored value is read back unchanged; a second set overwrites it."""
+    await store.set("greeting", "héllo wörld", ttl_seconds=60)
+    assert await store.get("greeting") == "héllo wörld"
+    await store.set("greeting", "bye", ttl_seconds=60)
+    assert await store.get("greeting") == "bye"
+
+
+async def test_values_expire_after_their_ttl(store: KeyValueStore) -> None:
+    """Values (and member sets) written with ttl=1 are gone after a second; keys free again."""
+    await store.set("short", "v", ttl_seconds=1)
+    assert await store.set_if_absent("claimed", "first", ttl_seconds=1)
+    await store.set("long", "v", ttl_seconds=60)
+    await store.touch_member("short-set", "m", ttl_seconds=1)
+    await asyncio.sleep(EXPIRY_WAIT)
+    assert await store.get("short") is None
+    assert await store.members_since("short-set", 3600) == []
+    assert await store.get("long") == "v"
+    assert await store.set_if_absent("claimed", "second", ttl_seconds=60)
+    assert await store.get("claimed") == "second"
+
+
+async def test_set_if_absent_stores_only_the_first_value(store: KeyValueStore) -> None:
+    """The first set_if_absent wins (True); a later one is refused (False) and changes nothing."""
+    assert await store.set_if_absent("nonce", "first", ttl_seconds=60) is True
+    assert await store.set_if_absent("nonce", "second", ttl_seconds=60) is False
+    assert await store.get("nonce") == "first"
+
+
+async def test_set_if_absent_has_exactly_one_winner_under_concurrency(
+    store: KeyValueStore,
+) -> None:
+    """Of 20 concurrent claims of one key, exactly one succeeds."""
+    results = await asyncio.gather(
+        *(store.set_if_absent("race", str(i), ttl_seconds=60) for i in range(20))
+    )
+    assert results.count(True) == 1
+    winner = results.index(True)
+    assert await store.get("race") == str(winner)
+
+
+async def test_increment_starts_at_one_and_counts(store: KeyValueStore) -> None:
+    """A new counter is 1 and each increment adds one; the value reads back as text."""
+    assert await store.increment("counter", ttl_seconds=60) == 1
+    assert await store.increment("counter", ttl_seconds=60) == 2
+    assert await store.increment("counter", ttl_seconds=60) == 3
+    assert await store.get("counter") == "3"
+
+
+async def test_increment_is_atomic_under_concurrency(store: KeyValueStore) -> None:
+    """50 concurrent increments give 50 distinct results and a final count of 50."""
+    results = await asyncio.gather(
+        *(store.increment("concurrent", ttl_seconds=60) for _ in range(50))
+    )
+    assert sorted(results) == list(range(1, 51))
+    assert await store.get("concurrent") == "50"
+
+
+async def test_increment_ttl_starts_at_creation_and_is_not_extended(
+    store: KeyValueStore,
+) -> None:
+    """A counter made with ttl=1 expires on time even if later calls pass a long TTL."""
+    assert await store.increment("window", ttl_seconds=1) == 1
+    await asyncio.sleep(EXPIRY_WAIT / 2)
+    assert await store.increment("window", ttl_seconds=3600) == 2
+    await asyncio.sleep(EXPIRY_WAIT / 2)
+    assert await store.get("window") is None
+    # An expired counter starts again from one, with a fresh TTL.
+    assert await store.increment("window", ttl_seconds=60) == 1
+
+
+async def test_delete_reports_whether_the_key_existed(store: KeyValueStore) -> None:
+    """delete answers True for a live key (which is then gone) and False otherwise."""
+    await store.set("doomed", "v", ttl_seconds=60)
+    assert await store.delete("doomed") is True
+    assert await store.get("doomed") is None
+    assert await store.delete("doomed") is False
+    assert await store.delete("never-written") is False
+
+
+async def test_get_many_answers_in_order_with_none_for_missing(store: KeyValueStore) -> None:
+    """get_many returns one entry per key, in the order asked, None where absent."""
+    await store.set("a", "1", ttl_seconds=60)
+    await store.set("c", "3", ttl_seconds=60)
+    assert await store.get_many(["c", "b", "a", "c"]) == ["3", None, "1", "3"]
+    assert await store.get_many([]) == []
+
+
+async def test_touch_member_collects_distinct_members(store: KeyValueStore) -> None:
+    """Members touched into a set are listed once each; an unknown set is empty."""
+    for member in ("alice", "bob", "alice"):
+        await store.touch_member("seen", member, ttl_seconds=60)
+    assert sorted(await store.members_since("seen", 60)) == ["alice", "bob"]
+    assert await store.members_since("never-touched", 60) == []
+
+
+async def test_members_since_keeps_only_recently_seen_members(store: KeyValueStore) -> None:
+    """members_since(window) leaves out members last touched before the window."""
+    await store.touch_member("active", "old", ttl_seconds=60)
+    await store.touch_member("active", "renewed", ttl_seconds=60)
+    await asyncio.sleep(0.6)
+    await store.touch_member("active", "renewed", ttl_seconds=60)
+    await store.touch_member("active", "new", ttl_seconds=60)
+    assert sorted(await store.members_since("active", 0.4)) == ["new", "renewed"]
+
+
+@pytest.mark.parametrize("ttl", [0, -1])
+async def test_non_positive_ttl_is_rejected(store: KeyValueStore, ttl: int) -> None:
+    """Every write refuses a TTL <= 0 with ValueError and stores nothing."""
+    with pytest.raises(ValueError, match="ttl"):
+        await store.set("k-set", "v", ttl_seconds=ttl)
+    with pytest.raises(ValueError, match="ttl"):
+        await store.set_if_absent("k-nx", "v", ttl_seconds=ttl)
+    with pytest.raises(ValueError, match="ttl"):
+        await store.increment("k-incr", ttl_seconds=ttl)
+    with pytest.raises(ValueError, match="ttl"):
+        await store.touch_member("k-members", "m", ttl_seconds=ttl)
+    assert await store.get_many(["k-set", "k-nx", "k-incr"]) == [None, None, None]
+    assert await store.members_since("k-members", 3600) == []
+
+
+async def test_ping_succeeds_on_a_live_store(store: KeyValueStore) -> None:
+    """ping returns without error when the store is reachable."""
+    await store.ping()
+
+
+async def test_redis_prefixes_isolate_stores_sharing_a_server() -> None:
+    """Two Redis stores with different prefixes never see each other's keys."""
+    await check_redis()
+    first_prefix, second_prefix = _new_prefix(), _new_prefix()
+    first = RedisStore.from_url(REDIS_URL, prefix=first_prefix)
+    second = RedisStore.from_url(REDIS_URL, prefix=second_prefix)
+    raw = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await first.set("shared-name", "first", ttl_seconds=60)
+        assert await second.get("shared-name") is None
+        assert await second.set_if_absent("shared-name", "second", ttl_seconds=60) is True
+        assert await second.increment("count", ttl_seconds=60) == 1
+        assert await first.increment("count", ttl_seconds=60) == 1
+
+        assert await first.get("shared-name") == "first"
+        assert await second.get("shared-name") == "second"
+        # The prefix is really on the server-side key name.
+        assert await raw.get(f"{first_prefix}shared-name") == "first"
+        assert await raw.get("shared-name") is None
+
+        assert await second.delete("shared-name") is True
+        assert await first.get("shared-name") == "first"
+    finally:
+        await first.close()
+        await second.close()
+        await raw.aclose()
+        await delete_redis_prefix(first_prefix)
+        await delete_redis_prefix(second_prefix)
