@@ -166,9 +166,7 @@ async def test_password_change_ends_the_users_sessions(
     assert response.status_code == 200, response.text
     assert_error(await refresh(client, member), 401, "INVALID_TOKEN")
     # The access tokens of the ended sessions stop working at once, not at expiry.
-    assert_error(
-        await client.get("/api/v1/auth/me", headers=member.headers), 401, "INVALID_TOKEN"
-    )
+    assert_error(await client.get("/api/v1/auth/me", headers=member.headers), 401, "INVALID_TOKEN")
     old = await client.post(
         "/api/v1/auth/login", json={"email": member.email, "password": PASSWORD}
     )
