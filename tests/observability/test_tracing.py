@@ -191,6 +191,7 @@ async def test_an_unsampled_caller_is_not_traced(
         )
         assert response.status_code == 200
     spans = otlp_receiver.spans()
+    assert named(spans, LOGIN_SPAN)  # the requests without a traceparent were traced
     assert "4bf92f3577b34da6a3ce929d0e0e4736" not in {s.trace_id for s in spans}
     assert named(spans, "GET /api/v1/auth/me") == []
 

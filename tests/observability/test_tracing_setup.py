@@ -176,9 +176,12 @@ async def test_jaeger_shorthand_exports_over_otlp_http(
 ) -> None:
     """JAEGER_HOST/JAEGER_PORT alone: spans are POSTed to /v1/traces on that host and port."""
     settings = backend_settings.model_copy(
-        update={"jaeger_host": "127.0.0.1", "jaeger_port": otlp_receiver.port}
+        update={
+            "jaeger_host": "127.0.0.1",
+            "jaeger_port": otlp_receiver.port,
+            "tracing_sample_ratio": 1.0,
+        }
     )
-    settings = settings.model_copy(update={"tracing_sample_ratio": 1.0})
     async with running_app(settings) as app, client_for(app) as client:
         await sign_up(client)
     assert {r.path for r in otlp_receiver.requests} == {"/v1/traces"}

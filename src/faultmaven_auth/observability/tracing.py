@@ -12,7 +12,7 @@ span and the SQL spans are made here (``spans.py``) rather than by the stock ins
 - ``FastAPIInstrumentor`` records the full URL with its query string, the client address
   and the user agent, and an *unsampled* request through it costs several times what
   ``ServerSpanMiddleware`` costs (numbers in docs/observability-tracing.md, measured by
-  ``scripts/bench_tracing_overhead.py``).
+  ``benchmarks/server_span_overhead/run.py``).
 - ``SQLAlchemyInstrumentor`` patches ``create_engine`` and ``Engine.connect`` process-wide
   (a ``connect`` span for every session), its un-instrumenting removes every engine's
   listeners, and it puts the driver's error message in the span status, which can quote
@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -167,7 +168,7 @@ class Tracing:
         logger.info(
             "Tracing on",
             extra={
-                "otlp_endpoint": self.config.endpoint,
+                "otlp_endpoint": _without_credentials(self.config.endpoint),
                 "otlp_protocol": self.config.protocol.value,
                 "sample_ratio": self.config.sample_ratio,
             },
@@ -180,8 +181,16 @@ class Tracing:
         await asyncio.to_thread(self.provider.shutdown)
 
 
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+
+
 def _instrument_httpx(provider: TracerProvider) -> Undo | None:
-    """Trace outgoing httpx requests (process-wide: httpx has no per-app hook).
+    """Trace outgoing httpx requests, process-wide: the app holds no client to hook into.
 
     The first app to start holds the instrumentation and removes it when it stops; httpx
     is optional at run time, and without it there is nothing to trace.

@@ -4,7 +4,7 @@ Drives a small FastAPI app (one templated route, JSON response) through raw ASGI
 so the numbers are the middleware's and the framework's, not an HTTP client's. Sampled
 spans go to a BatchSpanProcessor whose exporter drops them (export runs in its thread).
 
-    .venv/bin/python scripts/bench_tracing_overhead.py [--requests 20000] [--rounds 7]
+    .venv/bin/python benchmarks/server_span_overhead/run.py [--requests 20000] [--rounds 7]
 """
 
 from __future__ import annotations
