@@ -39,7 +39,11 @@ from faultmaven_auth.observability.middleware import (
 )
 from faultmaven_auth.observability.profiling import ProfilingMiddleware
 from faultmaven_auth.observability.spans import ServerSpanMiddleware
-from faultmaven_auth.observability.tracing import build_tracing, current_trace_exemplar
+from faultmaven_auth.observability.tracing import (
+    build_tracing,
+    current_trace_exemplar,
+    current_trace_ids,
+)
 from faultmaven_auth.organizations.endpoints import router as organizations_router
 from faultmaven_auth.rbac.endpoints import router as roles_router
 from faultmaven_auth.runtime import Runtime
@@ -186,6 +190,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             environment=settings.environment.value,
             log_format=settings.log_format.value,
             include_pii=settings.log_include_pii,
+            trace_ids=current_trace_ids if tracing is not None else None,
         )
 
     @asynccontextmanager
@@ -196,12 +201,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.runtime = runtime
         app.state.metrics_exporter = MetricsExporter(runtime)
         metrics_server = None
-        if settings.metrics_enabled and settings.metrics_port is not None:
-            metrics_server = MetricsServer(app, settings.host, settings.metrics_port)
-            await metrics_server.start()
         refresher = asyncio.create_task(_refresh_keys_forever(runtime))
-        logger.info("Service started", extra={"version": __version__})
         try:
+            if settings.metrics_enabled and settings.metrics_port is not None:
+                metrics_server = MetricsServer(app, settings.host, settings.metrics_port)
+                await metrics_server.start()
+            logger.info("Service started", extra={"version": __version__})
             yield
         finally:
             refresher.cancel()
