@@ -270,6 +270,8 @@ def check_config() -> None:
         "database": "sqlite" if settings.uses_sqlite else "postgresql",
         "store": "in-process" if settings.uses_in_process_store else "redis",
         "jwt_algorithm": settings.jwt_algorithm.value,
+        "tracing": settings.tracing_active,
+        "metrics": settings.metrics_enabled,
         "problems": problems,
     }
     click.echo(json.dumps(summary, indent=2))
