@@ -16,11 +16,14 @@ from sqlalchemy.ext.asyncio import (
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # One writer at a time: wait for the lock rather than failing with "database is locked".
+        # No pre-ping: a local file does not drop connections, and each ping is a thread hop.
         kwargs["connect_args"] = {"timeout": 30}
     else:
+        # A server may close idle connections (restarts, failovers): test before use.
+        kwargs["pool_pre_ping"] = True
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size
     engine = create_async_engine(url, **kwargs)
