@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+import socket
 import subprocess
+import time
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import jwt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -29,6 +33,7 @@ from tests.conftest import (
     sign_up,
     unavailable,
 )
+from tests.support.server import free_port
 
 
 @pytest.fixture
@@ -249,3 +254,53 @@ async def test_promtool_accepts_a_real_scrape(fresh: httpx.AsyncClient) -> None:
     assert result.returncode in (0, 3), result.stderr
     assert problems <= CONTRACT_LINT, problems
     assert "active_users_total{" in text
+
+
+async def test_expired_tokens_are_counted_apart(backend_settings: Settings) -> None:
+    """An expired (but genuine) access token counts as expired, not as a plain failure."""
+    prefix = f"{backend_settings.kv_key_prefix}e{secrets.token_hex(4)}:"
+    settings = backend_settings.model_copy(update={"kv_key_prefix": prefix})
+    try:
+        async with running_app(settings) as app, client_for(app) as http:
+            account = await sign_up(http)
+            runtime = app.state.runtime
+            key = runtime.keys.current()
+            now = int(time.time())
+            expired = jwt.encode(
+                {
+                    "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
+                    "sub": account.user_id, "org_id": account.org_id,
+                    "sid": str(uuid.uuid4()), "jti": str(uuid.uuid4()), "type": "access",
+                    "iat": now - 3600, "exp": now - 1800,
+                },
+                key.private_key, algorithm=key.algorithm, headers={"kid": key.kid},
+            )  # fmt: skip
+            response = await http.get(
+                "/api/v1/auth/me", headers={"Authorization": f"Bearer {expired}"}
+            )
+            assert response.status_code == 401
+            samples = await scrape(http)
+    finally:
+        if not settings.uses_in_process_store:
+            await delete_redis_prefix(prefix)
+    assert value(samples, "tokens_validated_total", status="expired") == 1
+    assert value(samples, "tokens_validated_total", status="failure") == 0
+
+
+async def test_metrics_port_serves_metrics_apart_from_the_api(
+    backend_settings: Settings,
+) -> None:
+    """With METRICS_PORT, /metrics answers on that port only; the API port says 404."""
+    port = free_port()
+    settings = backend_settings.model_copy(update={"metrics_port": port})
+    async with running_app(settings) as app, client_for(app) as http:
+        assert (await http.get("/metrics")).status_code == 404
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as side:
+            scraped = await side.get("/metrics")
+            assert scraped.status_code == 200
+            assert "http_requests_total" in scraped.text
+            other = await side.get("/api/v1/auth/me")
+            assert other.status_code == 404
+    # Stopped with the app: the port is free again.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))

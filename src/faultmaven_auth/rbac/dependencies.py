@@ -16,15 +16,16 @@ from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType, Outcome
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.errors import InvalidToken, NotFound, PermissionDenied, Unauthorized
 from faultmaven_auth.observability.context import bind_context
 from faultmaven_auth.rbac.permissions import Permission
-from faultmaven_auth.rbac.repository import effective_permissions
+from faultmaven_auth.rbac.repository import permissions_of_roles
 from faultmaven_auth.runtime import Runtime, get_runtime
-from faultmaven_auth.storage.models import Organization, Role, User
+from faultmaven_auth.storage.models import Organization, Role, User, UserRole
 from faultmaven_auth.storage.tenancy import OrgId
 from faultmaven_auth.tokens.access import AccessClaims, ExpiredToken
 from faultmaven_auth.tokens.revocation import is_revoked
@@ -82,30 +83,53 @@ async def verify_access_token(runtime: Runtime, token: str) -> AccessClaims:
     return claims
 
 
-async def current_principal(request: Request, runtime: Runtime = Depends(get_runtime)) -> Principal:
+async def load_principal(session: AsyncSession, claims: AccessClaims) -> Principal:
+    """The caller's user, organization, roles and permissions, in one query.
+
+    System roles' permissions live in code, so only custom roles need a second query.
+    """
+    rows = (
+        await session.execute(
+            select(User, Organization, Role)
+            .join(Organization, Organization.id == User.organization_id)
+            .outerjoin(UserRole, UserRole.user_id == User.id)
+            .outerjoin(Role, Role.id == UserRole.role_id)
+            .where(User.id == claims.user_id, User.organization_id == claims.organization_id)
+        )
+    ).all()
+    if not rows:
+        raise InvalidToken
+    user, organization = rows[0][0], rows[0][1]
+    if not user.is_active or organization.is_deleted:
+        raise InvalidToken
+    roles = [row[2] for row in rows if row[2] is not None]
+    by_role = await permissions_of_roles(session, roles)
+    permissions: frozenset[Permission] = frozenset().union(*by_role.values())
+    return Principal(user, organization, roles, permissions, claims)
+
+
+async def authenticate_request(
+    request: Request, runtime: Runtime, session: AsyncSession
+) -> Principal:
+    """Verify the bearer token and load the principal with the caller's ``session``."""
     cached = getattr(request.state, "principal", None)
     if isinstance(cached, Principal):
         return cached
     claims = await verify_access_token(runtime, bearer_token(request))
-    async with runtime.db.session() as session:
-        row = (
-            await session.execute(
-                select(User, Organization)
-                .join(Organization, Organization.id == User.organization_id)
-                .where(User.id == claims.user_id, User.organization_id == claims.organization_id)
-            )
-        ).first()
-        if row is None:
-            raise InvalidToken
-        user, organization = row
-        if not user.is_active or organization.is_deleted:
-            raise InvalidToken
-        roles, permissions = await effective_permissions(session, user.id)
-    principal = Principal(user, organization, roles, permissions, claims)
+    principal = await load_principal(session, claims)
     request.state.principal = principal
-    bind_context(user_id=str(user.id), organization_id=str(organization.id))
-    await runtime.activity.record_seen(str(organization.id), str(user.id))
+    user_id, org_id = str(principal.user.id), str(principal.organization.id)
+    bind_context(user_id=user_id, organization_id=org_id)
+    await runtime.activity.record_seen(org_id, user_id)
     return principal
+
+
+async def current_principal(request: Request, runtime: Runtime = Depends(get_runtime)) -> Principal:
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    async with runtime.db.session() as session:
+        return await authenticate_request(request, runtime, session)
 
 
 async def _audit_denial(

@@ -14,9 +14,8 @@ from faultmaven_auth.errors import BadRequest
 from faultmaven_auth.organizations.service import team_ids_of_user
 from faultmaven_auth.rbac.dependencies import (
     OrgAccess,
-    Principal,
+    authenticate_request,
     bearer_token,
-    current_principal,
     request_meta,
     require,
     verify_access_token,
@@ -74,10 +73,10 @@ async def logout(request: Request, runtime: Runtime = Depends(get_runtime)) -> N
 
 
 @router.get("/me", response_model=MeResponse)
-async def me(
-    principal: Principal = Depends(current_principal), runtime: Runtime = Depends(get_runtime)
-) -> MeResponse:
+async def me(request: Request, runtime: Runtime = Depends(get_runtime)) -> MeResponse:
+    # One session for authentication and the team lookup: one connection checkout.
     async with runtime.db.session() as session:
+        principal = await authenticate_request(request, runtime, session)
         team_ids = await team_ids_of_user(session, principal.user.id)
     return MeResponse(
         id=principal.user.id,
