@@ -22,7 +22,7 @@ from faultmaven_auth.rbac.dependencies import (
 )
 from faultmaven_auth.rbac.permissions import Permission
 from faultmaven_auth.runtime import Runtime, get_runtime
-from faultmaven_auth.tokens import service
+from faultmaven_auth.tokens import introspection, service
 from faultmaven_auth.tokens.schemas import (
     LoginRequest,
     MeResponse,
@@ -113,7 +113,7 @@ async def introspect(request: Request, runtime: Runtime = Depends(get_runtime)) 
     async with runtime.db.session() as session:
         client = await authenticate_service_client(session, request.headers.get("authorization"))
     token = await _introspection_token(request)
-    return await service.introspect(runtime, client, token)
+    return await introspection.introspect(runtime, client, token)
 
 
 @service_clients.post(

@@ -16,7 +16,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,11 +25,10 @@ from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.errors import InvalidCredentials, InvalidToken
 from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
-from faultmaven_auth.storage.models import Organization, RefreshToken, ServiceClient, User
+from faultmaven_auth.storage.models import Organization, RefreshToken, User
 from faultmaven_auth.storage.models.base import utcnow
-from faultmaven_auth.tokens.access import AccessClaims, ExpiredToken
+from faultmaven_auth.tokens.access import AccessClaims
 from faultmaven_auth.tokens.revocation import (
-    is_revoked,
     revoke_access_token,
     revoke_family_access,
 )
@@ -334,74 +332,3 @@ async def revoke_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> lis
 async def revoke_families_access(runtime: Runtime, families: list[uuid.UUID]) -> None:
     for family in families:
         await revoke_family_access(runtime.kv, family, runtime.settings.access_token_ttl_seconds)
-
-
-async def introspect(runtime: Runtime, client: ServiceClient, token: str) -> dict[str, Any]:
-    """RFC 7662: ``{"active": false}`` for anything not currently valid or not visible."""
-    inactive: dict[str, Any] = {"active": False}
-    try:
-        claims = runtime.access_tokens.verify(token)
-    except ExpiredToken:
-        runtime.metrics.token_validated("expired")
-        return inactive
-    except InvalidToken:
-        return await _introspect_refresh(runtime, client, token)
-    if await is_revoked(runtime.kv, claims):
-        runtime.metrics.token_validated("failure")
-        return inactive
-    if client.organization_id is not None and client.organization_id != claims.organization_id:
-        return inactive
-    async with runtime.db.session() as session:
-        row = (
-            await session.execute(
-                select(User.is_active, Organization.deleted_at)
-                .join(Organization, Organization.id == User.organization_id)
-                .where(User.id == claims.user_id)
-            )
-        ).first()
-    if row is None or not row[0] or row[1] is not None:
-        runtime.metrics.token_validated("failure")
-        return inactive
-    runtime.metrics.token_validated("success")
-    return {
-        "active": True,
-        "token_type": "access_token",
-        "sub": str(claims.user_id),
-        "org_id": str(claims.organization_id),
-        "iss": claims.issuer,
-        "aud": claims.audience,
-        "iat": int(claims.issued_at.timestamp()),
-        "exp": int(claims.expires_at.timestamp()),
-        "jti": claims.jti,
-        "client_id": client.client_id,
-    }
-
-
-async def _introspect_refresh(
-    runtime: Runtime, client: ServiceClient, token: str
-) -> dict[str, Any]:
-    if not token.startswith(REFRESH_TOKEN_PREFIX):
-        runtime.metrics.token_validated("failure")
-        return {"active": False}
-    async with runtime.db.session() as session:
-        row = await session.scalar(
-            select(RefreshToken).where(RefreshToken.token_hash == hash_token(token))
-        )
-    now = utcnow()
-    if (
-        row is None
-        or row.rotated_at is not None
-        or row.revoked_at is not None
-        or row.expires_at <= now
-        or (client.organization_id is not None and client.organization_id != row.organization_id)
-    ):
-        return {"active": False}
-    return {
-        "active": True,
-        "token_type": "refresh_token",
-        "sub": str(row.user_id),
-        "org_id": str(row.organization_id),
-        "iat": int(row.created_at.timestamp()),
-        "exp": int(row.expires_at.timestamp()),
-        "client_id": client.client_id,
-    }
