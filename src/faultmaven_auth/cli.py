@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -34,8 +34,8 @@ def _settings(**overrides: Any) -> Settings:
         raise click.ClickException(f"invalid configuration: {exc}") from exc
 
 
-def _run(factory: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(factory())  # type: ignore[arg-type]
+def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(factory())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

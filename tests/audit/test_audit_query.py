@@ -17,7 +17,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from faultmaven_auth.identity import service as identity_service
+# Organization-scoped changes record their events through OrgAccess.audit.
+from faultmaven_auth.rbac import dependencies as org_access_module
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.storage.models import AuditEvent
 from tests.audit.conftest import audit_events, events_caused_by
@@ -226,13 +227,13 @@ async def test_change_and_its_event_commit_together(
     client: httpx.AsyncClient, owner: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A crash right after the audit row is written rolls back the row and the new user."""
-    real_record = identity_service.record_audit_event
+    real_record = org_access_module.record_audit_event
 
     def record_then_crash(*args: Any, **kwargs: Any) -> AuditEvent:
         real_record(*args, **kwargs)
         raise RuntimeError("simulated crash after the audit write")
 
-    monkeypatch.setattr(identity_service, "record_audit_event", record_then_crash)
+    monkeypatch.setattr(org_access_module, "record_audit_event", record_then_crash)
     email = unique_email("phantom")
     response = await client.post(
         f"{owner.org_url}/users",

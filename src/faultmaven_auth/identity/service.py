@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType
-from faultmaven_auth.audit.recorder import RequestMeta, audited_transaction, record_audit_event
+from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.errors import (
     BadRequest,
     Conflict,
@@ -255,12 +255,7 @@ async def create_user(runtime: Runtime, access: OrgAccess, data: UserCreate) -> 
     password_hash = await runtime.hasher.hash(data.password)
     email = normalize_email(data.email)
     try:
-        async with audited_transaction(
-            runtime.db,
-            access.meta,
-            organization_id=access.org_id,
-            actor_id=access.principal.user.id,
-        ) as session:
+        async with access.transaction(runtime.db) as session:
             org = await lock_organization(session, access.org_id)
             assert org is not None  # noqa: S101 - the caller's own org exists
             role_ids = list(dict.fromkeys(data.role_ids)) or [SYSTEM_ROLE_IDS["member"]]
@@ -285,12 +280,9 @@ async def create_user(runtime: Runtime, access: OrgAccess, data: UserCreate) -> 
             session.add(user)
             await session.flush()
             await replace_user_roles(session, user.id, role_ids)
-            record_audit_event(
+            access.audit(
                 session,
                 AuditEventType.USER_CREATED,
-                meta=access.meta,
-                organization_id=access.org_id,
-                actor_id=access.principal.user.id,
                 target_type="user",
                 target_id=user.id,
                 details={"role_ids": [str(r) for r in role_ids]},
@@ -307,12 +299,7 @@ async def update_user(
     if data.password is not None:
         check_password_policy(data.password)
     new_hash = await runtime.hasher.hash(data.password) if data.password is not None else None
-    async with audited_transaction(
-        runtime.db,
-        access.meta,
-        organization_id=access.org_id,
-        actor_id=access.principal.user.id,
-    ) as session:
+    async with access.transaction(runtime.db) as session:
         user = await get_user(session, access.org_id, user_id)
         await check_can_manage(session, access, user)
         changed = []
@@ -325,12 +312,9 @@ async def update_user(
             changed.append("password")
             # A new password ends every session that knew the old one, access tokens too.
             ended = await revoke_user_sessions(session, user.id)
-        record_audit_event(
+        access.audit(
             session,
             AuditEventType.USER_UPDATED,
-            meta=access.meta,
-            organization_id=access.org_id,
-            actor_id=access.principal.user.id,
             target_type="user",
             target_id=user.id,
             details={"changed": changed},
@@ -348,12 +332,7 @@ async def ensure_not_last_owner(session: AsyncSession, org_id: OrgId, user: User
 
 
 async def deactivate_user(runtime: Runtime, access: OrgAccess, user_id: uuid.UUID) -> User:
-    async with audited_transaction(
-        runtime.db,
-        access.meta,
-        organization_id=access.org_id,
-        actor_id=access.principal.user.id,
-    ) as session:
+    async with access.transaction(runtime.db) as session:
         await lock_organization(session, access.org_id)
         user = await get_user(session, access.org_id, user_id)
         await check_can_manage(session, access, user)
@@ -361,12 +340,9 @@ async def deactivate_user(runtime: Runtime, access: OrgAccess, user_id: uuid.UUI
         if user.is_active:
             user.is_active = False
             await revoke_user_sessions(session, user.id)
-            record_audit_event(
+            access.audit(
                 session,
                 AuditEventType.USER_DEACTIVATED,
-                meta=access.meta,
-                organization_id=access.org_id,
-                actor_id=access.principal.user.id,
                 target_type="user",
                 target_id=user.id,
             )

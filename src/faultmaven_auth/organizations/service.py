@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType
-from faultmaven_auth.audit.recorder import audited_transaction, record_audit_event
 from faultmaven_auth.errors import Conflict, NotFound, PrivilegeEscalationDenied
 from faultmaven_auth.identity.service import get_user, lock_organization
 from faultmaven_auth.organizations.schemas import (
@@ -29,40 +28,19 @@ from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.storage.tenancy import OrgId, scoped
 from faultmaven_auth.tokens.service import hash_token, normalize_email, revoke_organization_sessions
 
-
-def _audited(runtime: Runtime, access: OrgAccess):  # type: ignore[no-untyped-def]
-    return audited_transaction(
-        runtime.db, access.meta, organization_id=access.org_id, actor_id=access.principal.user.id
-    )
-
-
-def _audit(
-    session: AsyncSession, access: OrgAccess, event: AuditEventType, **kwargs: object
-) -> None:
-    record_audit_event(
-        session,
-        event,
-        meta=access.meta,
-        organization_id=access.org_id,
-        actor_id=access.principal.user.id,
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
 # -- organization -------------------------------------------------------------------
 
 
 async def update_organization(
     runtime: Runtime, access: OrgAccess, data: OrganizationUpdate
 ) -> Organization:
-    async with _audited(runtime, access) as session:
+    async with access.transaction(runtime.db) as session:
         org = await lock_organization(session, access.org_id)
         assert org is not None  # noqa: S101 - the caller's own organization
         before = org.name
         org.name = data.name
-        _audit(
+        access.audit(
             session,
-            access,
             AuditEventType.ORGANIZATION_UPDATED,
             target_type="organization",
             target_id=org.id,
@@ -73,14 +51,13 @@ async def update_organization(
 
 async def delete_organization(runtime: Runtime, access: OrgAccess) -> None:
     """Soft delete: the org and its members stop working at once; rows stay for audit."""
-    async with _audited(runtime, access) as session:
+    async with access.transaction(runtime.db) as session:
         org = await lock_organization(session, access.org_id)
         assert org is not None  # noqa: S101
         org.deleted_at = utcnow()
         await revoke_organization_sessions(session, org.id)
-        _audit(
+        access.audit(
             session,
-            access,
             AuditEventType.ORGANIZATION_DELETED,
             target_type="organization",
             target_id=org.id,
@@ -96,7 +73,7 @@ async def create_invitation(
 ) -> tuple[Invitation, str]:
     token = "fmi_" + secrets.token_urlsafe(32)
     email = normalize_email(data.email)
-    async with _audited(runtime, access) as session:
+    async with access.transaction(runtime.db) as session:
         role = await get_role(session, access.org_id, data.role_id)
         if role is None:
             raise NotFound("Role not found", code="ROLE_NOT_FOUND")
@@ -117,9 +94,8 @@ async def create_invitation(
         )
         session.add(invitation)
         await session.flush()
-        _audit(
+        access.audit(
             session,
-            access,
             AuditEventType.INVITATION_CREATED,
             target_type="invitation",
             target_id=invitation.id,
@@ -138,7 +114,7 @@ async def list_invitations(session: AsyncSession, org_id: OrgId) -> list[Invitat
 async def revoke_invitation(
     runtime: Runtime, access: OrgAccess, invitation_id: uuid.UUID
 ) -> Invitation:
-    async with _audited(runtime, access) as session:
+    async with access.transaction(runtime.db) as session:
         invitation: Invitation | None = await session.scalar(
             scoped(select(Invitation), Invitation, access.org_id).where(
                 Invitation.id == invitation_id
@@ -150,9 +126,8 @@ async def revoke_invitation(
             raise Conflict("The invitation was already accepted", code="INVITATION_ACCEPTED")
         if invitation.revoked_at is None:
             invitation.revoked_at = utcnow()
-            _audit(
+            access.audit(
                 session,
-                access,
                 AuditEventType.INVITATION_REVOKED,
                 target_type="invitation",
                 target_id=invitation.id,
@@ -184,7 +159,7 @@ def _team_name_taken() -> Conflict:
 
 async def create_team(runtime: Runtime, access: OrgAccess, data: TeamCreate) -> Team:
     try:
-        async with _audited(runtime, access) as session:
+        async with access.transaction(runtime.db) as session:
             org = await lock_organization(session, access.org_id)
             assert org is not None  # noqa: S101
             count = await session.scalar(
@@ -204,9 +179,8 @@ async def create_team(runtime: Runtime, access: OrgAccess, data: TeamCreate) -> 
             team = Team(organization_id=access.org_id, name=data.name, description=data.description)
             session.add(team)
             await session.flush()
-            _audit(
+            access.audit(
                 session,
-                access,
                 AuditEventType.TEAM_CREATED,
                 target_type="team",
                 target_id=team.id,
@@ -221,16 +195,15 @@ async def update_team(
     runtime: Runtime, access: OrgAccess, team_id: uuid.UUID, data: TeamUpdate
 ) -> Team:
     try:
-        async with _audited(runtime, access) as session:
+        async with access.transaction(runtime.db) as session:
             team = await get_team(session, access.org_id, team_id)
             if data.name is not None:
                 team.name = data.name
             if data.description is not None:
                 team.description = data.description
             await session.flush()
-            _audit(
+            access.audit(
                 session,
-                access,
                 AuditEventType.TEAM_UPDATED,
                 target_type="team",
                 target_id=team.id,
@@ -242,13 +215,12 @@ async def update_team(
 
 
 async def delete_team(runtime: Runtime, access: OrgAccess, team_id: uuid.UUID) -> None:
-    async with _audited(runtime, access) as session:
+    async with access.transaction(runtime.db) as session:
         team = await get_team(session, access.org_id, team_id)
         await session.execute(delete(TeamMembership).where(TeamMembership.team_id == team.id))
         await session.delete(team)
-        _audit(
+        access.audit(
             session,
-            access,
             AuditEventType.TEAM_DELETED,
             target_type="team",
             target_id=team.id,
@@ -270,15 +242,14 @@ async def list_team_members(session: AsyncSession, org_id: OrgId, team_id: uuid.
 async def add_team_member(
     runtime: Runtime, access: OrgAccess, team_id: uuid.UUID, user_id: uuid.UUID
 ) -> User:
-    async with _audited(runtime, access) as session:
+    async with access.transaction(runtime.db) as session:
         team = await get_team(session, access.org_id, team_id)
         user = await get_user(session, access.org_id, user_id)
         exists = await session.get(TeamMembership, (team.id, user.id))
         if exists is None:
             session.add(TeamMembership(team_id=team.id, user_id=user.id))
-            _audit(
+            access.audit(
                 session,
-                access,
                 AuditEventType.TEAM_MEMBER_ADDED,
                 target_type="team",
                 target_id=team.id,
@@ -290,15 +261,14 @@ async def add_team_member(
 async def remove_team_member(
     runtime: Runtime, access: OrgAccess, team_id: uuid.UUID, user_id: uuid.UUID
 ) -> None:
-    async with _audited(runtime, access) as session:
+    async with access.transaction(runtime.db) as session:
         team = await get_team(session, access.org_id, team_id)
         membership = await session.get(TeamMembership, (team.id, user_id))
         if membership is None:
             raise NotFound("The user is not a member of this team", code="TEAM_MEMBER_NOT_FOUND")
         await session.delete(membership)
-        _audit(
+        access.audit(
             session,
-            access,
             AuditEventType.TEAM_MEMBER_REMOVED,
             target_type="team",
             target_id=team.id,

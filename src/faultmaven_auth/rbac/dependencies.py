@@ -12,19 +12,22 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType, Outcome
-from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
+from faultmaven_auth.audit.recorder import RequestMeta, audited_transaction, record_audit_event
 from faultmaven_auth.errors import InvalidToken, NotFound, PermissionDenied, Unauthorized
 from faultmaven_auth.observability.context import bind_context
 from faultmaven_auth.rbac.permissions import Permission
 from faultmaven_auth.rbac.repository import permissions_of_roles
 from faultmaven_auth.runtime import Runtime, get_runtime
+from faultmaven_auth.storage.db import Database
 from faultmaven_auth.storage.models import Organization, Role, User, UserRole
 from faultmaven_auth.storage.tenancy import OrgId
 from faultmaven_auth.tokens.access import AccessClaims, ExpiredToken
@@ -175,6 +178,33 @@ class OrgAccess:
     principal: Principal
     org_id: OrgId
     meta: RequestMeta
+
+    def transaction(self, db: Database) -> AbstractAsyncContextManager[AsyncSession]:
+        """A write transaction in this organization whose refusals are audited."""
+        return audited_transaction(
+            db, self.meta, organization_id=self.org_id, actor_id=self.principal.user.id
+        )
+
+    def audit(
+        self,
+        session: AsyncSession,
+        event_type: AuditEventType,
+        *,
+        target_type: str | None = None,
+        target_id: uuid.UUID | str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Record an event by this caller in this organization, in ``session``."""
+        record_audit_event(
+            session,
+            event_type,
+            meta=self.meta,
+            organization_id=self.org_id,
+            actor_id=self.principal.user.id,
+            target_type=target_type,
+            target_id=target_id,
+            details=details,
+        )
 
 
 def require(permission: Permission) -> Callable[..., Awaitable[OrgAccess]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType
-from faultmaven_auth.audit.recorder import audited_transaction, record_audit_event
 from faultmaven_auth.errors import Conflict, NotFound, PrivilegeEscalationDenied
 from faultmaven_auth.identity.service import (
     check_can_manage,
@@ -54,12 +54,7 @@ def _name_conflict() -> Conflict:
 async def create_role(runtime: Runtime, access: OrgAccess, data: RoleCreate) -> RoleOut:
     permissions = set(data.permissions)
     try:
-        async with audited_transaction(
-            runtime.db,
-            access.meta,
-            organization_id=access.org_id,
-            actor_id=access.principal.user.id,
-        ) as session:
+        async with access.transaction(runtime.db) as session:
             _check_grant(access, permissions)
             if await role_name_taken(session, access.org_id, data.name):
                 raise _name_conflict()
@@ -67,12 +62,9 @@ async def create_role(runtime: Runtime, access: OrgAccess, data: RoleCreate) -> 
             session.add(role)
             await session.flush()
             await set_role_permissions(session, role.id, permissions)
-            record_audit_event(
+            access.audit(
                 session,
                 AuditEventType.ROLE_CREATED,
-                meta=access.meta,
-                organization_id=access.org_id,
-                actor_id=access.principal.user.id,
                 target_type="role",
                 target_id=role.id,
                 details={"permissions": sorted(p.value for p in permissions)},
@@ -85,12 +77,7 @@ async def create_role(runtime: Runtime, access: OrgAccess, data: RoleCreate) -> 
 async def update_role(
     runtime: Runtime, access: OrgAccess, role_id: uuid.UUID, data: RoleUpdate
 ) -> RoleOut:
-    async with audited_transaction(
-        runtime.db,
-        access.meta,
-        organization_id=access.org_id,
-        actor_id=access.principal.user.id,
-    ) as session:
+    async with access.transaction(runtime.db) as session:
         role = await _custom_role(session, access, role_id)
         current = (await permissions_of_roles(session, [role]))[role.id]
         # Changing a role changes what its holders can do: the actor needs both sets.
@@ -106,12 +93,9 @@ async def update_role(
             _check_grant(access, set(data.permissions))
             permissions = frozenset(data.permissions)
             await set_role_permissions(session, role.id, permissions)
-        record_audit_event(
+        access.audit(
             session,
             AuditEventType.ROLE_UPDATED,
-            meta=access.meta,
-            organization_id=access.org_id,
-            actor_id=access.principal.user.id,
             target_type="role",
             target_id=role.id,
             details={"permissions": sorted(p.value for p in permissions)},
@@ -120,29 +104,21 @@ async def update_role(
 
 
 async def delete_role(runtime: Runtime, access: OrgAccess, role_id: uuid.UUID) -> None:
-    async with audited_transaction(
-        runtime.db,
-        access.meta,
-        organization_id=access.org_id,
-        actor_id=access.principal.user.id,
-    ) as session:
+    async with access.transaction(runtime.db) as session:
         role = await _custom_role(session, access, role_id)
         current = (await permissions_of_roles(session, [role]))[role.id]
         _check_grant(access, set(current))
         await session.delete(role)
-        record_audit_event(
+        access.audit(
             session,
             AuditEventType.ROLE_DELETED,
-            meta=access.meta,
-            organization_id=access.org_id,
-            actor_id=access.principal.user.id,
             target_type="role",
             target_id=role.id,
             details={"name": role.name},
         )
 
 
-async def _custom_role(session, access: OrgAccess, role_id: uuid.UUID) -> Role:  # type: ignore[no-untyped-def]
+async def _custom_role(session: AsyncSession, access: OrgAccess, role_id: uuid.UUID) -> Role:
     role = await get_role(session, access.org_id, role_id)
     if role is None:
         raise NotFound("Role not found", code="ROLE_NOT_FOUND")
@@ -158,12 +134,7 @@ async def set_user_roles(
 ) -> list[RoleOut]:
     """Replace a member's roles. The actor must hold every permission added or removed."""
     wanted_ids = list(dict.fromkeys(role_ids))
-    async with audited_transaction(
-        runtime.db,
-        access.meta,
-        organization_id=access.org_id,
-        actor_id=access.principal.user.id,
-    ) as session:
+    async with access.transaction(runtime.db) as session:
         await lock_organization(session, access.org_id)
         user = await get_user(session, access.org_id, user_id)
         await check_can_manage(session, access, user)
@@ -187,12 +158,9 @@ async def set_user_roles(
             (removed, AuditEventType.ROLE_REMOVED),
         ):
             for role in roles:
-                record_audit_event(
+                access.audit(
                     session,
                     event_type,
-                    meta=access.meta,
-                    organization_id=access.org_id,
-                    actor_id=access.principal.user.id,
                     target_type="user",
                     target_id=user.id,
                     details={"role_id": str(role.id), "role": role.name},

@@ -9,7 +9,6 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request, status
 
 from faultmaven_auth.audit.events import AuditEventType
-from faultmaven_auth.audit.recorder import record_audit_event
 from faultmaven_auth.errors import BadRequest
 from faultmaven_auth.organizations.service import team_ids_of_user
 from faultmaven_auth.rbac.dependencies import (
@@ -127,12 +126,9 @@ async def create_org_service_client(
     async with runtime.db.transaction() as session:
         created = create_service_client(session, name=body.name, organization_id=access.org_id)
         await session.flush()
-        record_audit_event(
+        access.audit(
             session,
             AuditEventType.SERVICE_CLIENT_CREATED,
-            meta=access.meta,
-            organization_id=access.org_id,
-            actor_id=access.principal.user.id,
             target_type="service_client",
             target_id=created.client.id,
             details={"client_id": created.client.client_id},
