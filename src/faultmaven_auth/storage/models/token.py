@@ -39,6 +39,9 @@ class ServiceClient(IdMixin, Base):
     organization_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("organizations.id"), index=True
     )
+    # The member who created it (NULL: the operator's CLI). When that member's authority
+    # ends (deactivated, or no longer holding service_clients:manage) the client is revoked.
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
