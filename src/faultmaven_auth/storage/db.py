@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import (
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    kwargs: dict[str, Any] = {}
+    # Bound parameters (password hashes, emails, token hashes) never go into exception
+    # text, so an error that reaches a log line carries the statement only.
+    kwargs: dict[str, Any] = {"hide_parameters": True}
     if url.startswith("sqlite"):
         # One writer at a time: wait for the lock rather than failing with "database is locked".
         # No pre-ping: a local file does not drop connections, and each ping is a thread hop.
