@@ -248,24 +248,41 @@ async def test_accepted_invitation_cannot_be_revoked(
     assert_error(response, 409, "INVITATION_ACCEPTED")
 
 
-async def test_inviting_a_registered_email_is_a_conflict(
+async def test_inviting_a_member_of_this_organization_is_a_conflict(
     client: httpx.AsyncClient, owner: Account
 ) -> None:
-    """An invitation to an email that already has an account is 409 EMAIL_TAKEN."""
-    other = await sign_up(client, org_name="Elsewhere")
-    response = await client.post(
-        f"{owner.org_url}/invitations",
-        headers=owner.headers,
-        json={"email": other.email, "role_id": SYSTEM_ROLE_IDS["member"]},
-    )
-    assert_error(response, 409, "EMAIL_TAKEN")
+    """An invitation to an address that is already a member here is 409 EMAIL_TAKEN."""
+    member = await add_member(client, owner, "member", login_too=False)
+    for email in (member.email, member.email.upper(), owner.email):
+        response = await client.post(
+            f"{owner.org_url}/invitations",
+            headers=owner.headers,
+            json={"email": email, "role_id": SYSTEM_ROLE_IDS["member"]},
+        )
+        assert_error(response, 409, "EMAIL_TAKEN")
     assert (await client.get(f"{owner.org_url}/invitations", headers=owner.headers)).json() == []
 
 
-async def test_invitee_who_registered_elsewhere_cannot_join(
+async def test_invitee_who_became_a_member_meanwhile_cannot_join_twice(
     client: httpx.AsyncClient, owner: Account
 ) -> None:
-    """If the invited email signs up on its own first, accepting is 409 EMAIL_TAKEN."""
+    """If an admin adds the invited address as a member first, accepting is 409 EMAIL_TAKEN."""
+    email = unique_email("invitee")
+    invitation = await invite(client, owner, email)
+    created = await client.post(
+        f"{owner.org_url}/users",
+        headers=owner.headers,
+        json={"email": email, "password": PASSWORD, "full_name": "Added Directly"},
+    )
+    assert created.status_code == 201, created.text
+    response = await client.post(REGISTER, json=join_body(invitation["token"], email))
+    assert_error(response, 409, "EMAIL_TAKEN")
+
+
+async def test_invitee_who_registered_elsewhere_can_still_join(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    """Signing up an own organization first does not block the invitation (per-org emails)."""
     email = unique_email("invitee")
     invitation = await invite(client, owner, email)
     own = await client.post(
@@ -279,7 +296,9 @@ async def test_invitee_who_registered_elsewhere_cannot_join(
     )
     assert own.status_code == 201
     response = await client.post(REGISTER, json=join_body(invitation["token"], email))
-    assert_error(response, 409, "EMAIL_TAKEN")
+    assert response.status_code == 201, response.text
+    assert response.json()["user"]["organization_id"] == owner.org_id
+    assert response.json()["user"]["id"] != own.json()["user"]["id"]
 
 
 # -- the organization ---------------------------------------------------------------

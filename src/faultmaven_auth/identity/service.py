@@ -1,7 +1,12 @@
 """Sign-up and member management: the rules, with no HTTP types.
 
 Self-service sign-up always creates a *new* organization owned by the registrant;
-joining an existing one takes an invitation token issued by its admins. Member changes
+joining an existing one takes an invitation token issued by its admins, and only while
+the admin who issued it can still grant its role (``invitation_authority``).
+
+An email address is unique within an organization, not across the service: whether an
+address has an account in *another* organization never changes an answer (status, body
+or audit), so no tenant can probe another's members. Member changes
 are checked against plan limits (set by the operator, not the tenant), against the
 actor's own permissions (nobody acts on a member more privileged than themselves), and
 against the last-owner rule.
@@ -29,6 +34,11 @@ from faultmaven_auth.errors import (
 )
 from faultmaven_auth.identity.policy import password_problem
 from faultmaven_auth.identity.schemas import RegisterRequest, UserCreate, UserUpdate
+from faultmaven_auth.organizations.invitation_authority import (
+    inviter_authority_problem,
+    revoke_invitation_for,
+    revoke_invitations_beyond_authority,
+)
 from faultmaven_auth.rbac.dependencies import OrgAccess
 from faultmaven_auth.rbac.permissions import OWNER, SYSTEM_ROLE_IDS
 from faultmaven_auth.rbac.policies import can_grant, can_manage_user
@@ -74,8 +84,12 @@ async def lock_organization(session: AsyncSession, org_id: uuid.UUID) -> Organiz
     return org
 
 
-async def _email_taken(session: AsyncSession, email: str) -> bool:
-    return bool(await session.scalar(select(func.count()).where(User.email == email)))
+async def email_taken_in(session: AsyncSession, org_id: OrgId, email: str) -> bool:
+    """Whether ``email`` is already a member of this organization (and only this one)."""
+    count = await session.scalar(
+        scoped(select(func.count()).select_from(User), User, org_id).where(User.email == email)
+    )
+    return bool(count)
 
 
 async def _ensure_user_capacity(session: AsyncSession, org: Organization) -> None:
@@ -91,8 +105,18 @@ async def _ensure_user_capacity(session: AsyncSession, org: Organization) -> Non
         )
 
 
-def _email_conflict() -> Conflict:
-    return Conflict("An account with this email already exists", code="EMAIL_TAKEN")
+def email_conflict() -> Conflict:
+    return Conflict(
+        "An account with this email already exists in this organization", code="EMAIL_TAKEN"
+    )
+
+
+def invalid_invitation() -> BadRequest:
+    # One answer for every unusable invitation (unknown, used, revoked, expired, another
+    # email, or its inviter can no longer grant its role), so the reason stays private.
+    return BadRequest(
+        "The invitation is invalid, expired or for another email", code="INVALID_INVITATION"
+    )
 
 
 async def create_organization_with_owner(
@@ -107,9 +131,8 @@ async def create_organization_with_owner(
     max_users: int | None = None,
     max_teams: int | None = None,
 ) -> tuple[User, Organization]:
+    # A new organization has no members yet: no address can be taken in it.
     email = normalize_email(email)
-    if await _email_taken(session, email):
-        raise _email_conflict()
     org = Organization(
         name=organization_name,
         slug=_slugify(organization_name),
@@ -144,10 +167,11 @@ async def register(
     if request.organization_name is not None and not runtime.settings.allow_self_signup:
         raise Forbidden("Self-service sign-up is turned off", code="SIGNUP_DISABLED")
     password_hash = await runtime.hasher.hash(request.password)
+    joined: tuple[User, Organization] | None
     try:
         async with runtime.db.transaction() as session:
             if request.organization_name is not None:
-                user, org = await create_organization_with_owner(
+                joined = await create_organization_with_owner(
                     session,
                     runtime,
                     organization_name=request.organization_name,
@@ -158,12 +182,17 @@ async def register(
                 )
             else:
                 assert request.invitation_token is not None  # noqa: S101 - schema: one of two
-                user, org = await _accept_invitation(
+                joined = await _accept_invitation(
                     session, request.invitation_token, request, password_hash, meta
                 )
     except IntegrityError as exc:
-        # Two sign-ups with the same email at once: the unique index decides.
-        raise _email_conflict() from exc
+        # Two sign-ups with the same email in one organization at once: the unique index
+        # decides.
+        raise email_conflict() from exc
+    if joined is None:
+        # The invitation was revoked (and audited) in the committed transaction above.
+        raise invalid_invitation()
+    user, org = joined
     runtime.metrics.user_created(org.id)
     return user, org
 
@@ -174,12 +203,24 @@ async def _accept_invitation(
     request: RegisterRequest,
     password_hash: str,
     meta: RequestMeta,
-) -> tuple[User, Organization]:
-    invalid = BadRequest(
-        "The invitation is invalid, expired or for another email", code="INVALID_INVITATION"
-    )
+) -> tuple[User, Organization] | None:
+    """Create the invited account; None when the invitation was revoked instead.
+
+    An invitation whose inviter is no longer an active member able to grant its role
+    (as the role is now) is revoked and audited here; the caller commits that and then
+    answers INVALID_INVITATION, exactly as for an expired invitation.
+    """
+    token_hash = hash_token(token)
+    found = await session.scalar(select(Invitation).where(Invitation.token_hash == token_hash))
+    if found is None:
+        raise invalid_invitation()
+    # Organization first, then the invitation: the order demotion and deactivation take.
+    org = await lock_organization(session, found.organization_id)
     invitation = await session.scalar(
-        select(Invitation).where(Invitation.token_hash == hash_token(token)).with_for_update()
+        select(Invitation)
+        .where(Invitation.id == found.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     email = normalize_email(request.email)
     if (
@@ -188,13 +229,16 @@ async def _accept_invitation(
         or invitation.revoked_at is not None
         or invitation.expires_at <= utcnow()
         or invitation.email != email
+        or org is None
+        or org.is_deleted
     ):
-        raise invalid
-    org = await lock_organization(session, invitation.organization_id)
-    if org is None or org.is_deleted:
-        raise invalid
-    if await _email_taken(session, email):
-        raise _email_conflict()
+        raise invalid_invitation()
+    problem = await inviter_authority_problem(session, invitation)
+    if problem is not None:
+        revoke_invitation_for(session, invitation, problem, meta=meta, actor_id=None)
+        return None
+    if await email_taken_in(session, OrgId(org.id), email):
+        raise email_conflict()
     await _ensure_user_capacity(session, org)
     user = User(
         organization_id=org.id,
@@ -268,8 +312,8 @@ async def create_user(runtime: Runtime, access: OrgAccess, data: UserCreate) -> 
             granted = await permissions_of_roles(session, roles)
             if not can_grant(access.principal.permissions, set().union(*granted.values())):
                 raise PrivilegeEscalationDenied("You cannot grant a role with permissions you lack")
-            if await _email_taken(session, email):
-                raise _email_conflict()
+            if await email_taken_in(session, access.org_id, email):
+                raise email_conflict()
             await _ensure_user_capacity(session, org)
             user = User(
                 organization_id=access.org_id,
@@ -288,7 +332,7 @@ async def create_user(runtime: Runtime, access: OrgAccess, data: UserCreate) -> 
                 details={"role_ids": [str(r) for r in role_ids]},
             )
     except IntegrityError as exc:
-        raise _email_conflict() from exc
+        raise email_conflict() from exc
     runtime.metrics.user_created(access.org_id)
     return user
 
@@ -345,5 +389,14 @@ async def deactivate_user(runtime: Runtime, access: OrgAccess, user_id: uuid.UUI
                 AuditEventType.USER_DEACTIVATED,
                 target_type="user",
                 target_id=user.id,
+            )
+            # Invitations speak for their inviter: none outlives the inviter's account.
+            await revoke_invitations_beyond_authority(
+                session,
+                access.org_id,
+                user.id,
+                meta=access.meta,
+                actor_id=access.principal.user.id,
+                deactivated=True,
             )
         return user

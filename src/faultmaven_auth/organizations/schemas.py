@@ -33,6 +33,9 @@ class InvitationOut(ResponseModel):
     organization_id: uuid.UUID
     email: str
     role_id: uuid.UUID
+    # The member who issued it; the invitation is honoured only while they can still
+    # grant its role.
+    invited_by_id: uuid.UUID | None
     created_at: datetime
     expires_at: datetime
     accepted_at: datetime | None

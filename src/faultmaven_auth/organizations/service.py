@@ -12,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.errors import Conflict, NotFound, PrivilegeEscalationDenied
-from faultmaven_auth.identity.service import get_user, lock_organization
+from faultmaven_auth.identity.service import (
+    email_conflict,
+    email_taken_in,
+    get_user,
+    lock_organization,
+)
 from faultmaven_auth.organizations.schemas import (
     InvitationCreate,
     OrganizationUpdate,
@@ -82,8 +87,10 @@ async def create_invitation(
             raise PrivilegeEscalationDenied(
                 "You cannot invite with a role whose permissions you lack"
             )
-        if await session.scalar(select(func.count()).where(User.email == email)):
-            raise Conflict("An account with this email already exists", code="EMAIL_TAKEN")
+        # Only this organization's members count: an address with an account elsewhere
+        # is invited like any unknown one.
+        if await email_taken_in(session, access.org_id, email):
+            raise email_conflict()
         invitation = Invitation(
             organization_id=access.org_id,
             email=email,

@@ -15,6 +15,9 @@ from faultmaven_auth.identity.service import (
     get_user,
     lock_organization,
 )
+from faultmaven_auth.organizations.invitation_authority import (
+    revoke_invitations_beyond_authority,
+)
 from faultmaven_auth.rbac.dependencies import OrgAccess
 from faultmaven_auth.rbac.permissions import OWNER, SYSTEM_ROLE_IDS, Permission
 from faultmaven_auth.rbac.policies import can_grant
@@ -153,6 +156,10 @@ async def set_user_roles(
         if any(r.id == SYSTEM_ROLE_IDS[OWNER] for r in removed):
             await ensure_not_last_owner(session, access.org_id, user)
         await replace_user_roles(session, user.id, wanted_ids)
+        # The member's pending invitations must not hand out more than they now hold.
+        await revoke_invitations_beyond_authority(
+            session, access.org_id, user.id, meta=access.meta, actor_id=access.principal.user.id
+        )
         for roles, event_type in (
             (added, AuditEventType.ROLE_ASSIGNED),
             (removed, AuditEventType.ROLE_REMOVED),

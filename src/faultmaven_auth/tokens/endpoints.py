@@ -52,7 +52,13 @@ def _tokens(pair: service.TokenPair) -> TokenResponse:
 async def login(
     body: LoginRequest, request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> TokenResponse:
-    pair = await service.login(runtime, body.email, body.password, request_meta(request))
+    pair = await service.login(
+        runtime,
+        body.email,
+        body.password,
+        request_meta(request),
+        organization_id=body.organization_id,
+    )
     return _tokens(pair)
 
 

@@ -11,6 +11,10 @@ from faultmaven_auth.schemas import RequestModel, ResponseModel
 class LoginRequest(RequestModel):
     email: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=1024)
+    # An address may have an account in several organizations; this names the one meant.
+    # Without it the service picks one (an active account in a live organization first,
+    # then the oldest).
+    organization_id: uuid.UUID | None = None
 
 
 class RefreshRequest(RequestModel):

@@ -16,8 +16,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, and_, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType, Outcome
@@ -93,20 +94,46 @@ async def issue_token_pair(
     )
 
 
-async def login(runtime: Runtime, email: str, password: str, meta: RequestMeta) -> TokenPair:
-    """Email + password to a new session. Every failure is the same 401, in the same time."""
+def _login_account_query(email: str, organization_id: uuid.UUID | None) -> Select[Any]:
+    """The one account a login is checked against, chosen before any password is.
+
+    An address may have accounts in several organizations. Without ``organization_id``
+    the choice is deterministic: an active account in a live organization first, then
+    the oldest. Only that account's password is verified (once, however many accounts
+    the address has), so neither timing nor answers reveal the other accounts.
+    """
+    usable = and_(User.is_active.is_(True), Organization.deleted_at.is_(None))
+    stmt = (
+        select(User, Organization)
+        .join(Organization, Organization.id == User.organization_id)
+        .where(User.email == normalize_email(email))
+        .order_by(case((usable, 0), else_=1), User.created_at, User.id)
+        .limit(1)
+    )
+    if organization_id is not None:
+        stmt = stmt.where(User.organization_id == organization_id)
+    return stmt
+
+
+async def login(
+    runtime: Runtime,
+    email: str,
+    password: str,
+    meta: RequestMeta,
+    *,
+    organization_id: uuid.UUID | None = None,
+) -> TokenPair:
+    """Email + password to a new session. Every failure is the same 401, in the same time.
+
+    ``organization_id`` picks the account when the address has several; an organization
+    where the address has no account is an unknown user (still one dummy verification).
+    """
     started = time.perf_counter()
     tracer = runtime.tracer
     with traced(tracer, "authenticate_user") as span:
         with traced(tracer, "db_query_user"):
             async with runtime.db.session() as session:
-                row = (
-                    await session.execute(
-                        select(User, Organization)
-                        .join(Organization, Organization.id == User.organization_id)
-                        .where(User.email == normalize_email(email))
-                    )
-                ).first()
+                row = (await session.execute(_login_account_query(email, organization_id))).first()
         user, organization = (row[0], row[1]) if row else (None, None)
         # Verified even for an unknown email (against a dummy hash), so timing tells nothing.
         with traced(tracer, "verify_password"):
