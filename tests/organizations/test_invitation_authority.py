@@ -262,3 +262,25 @@ async def test_demoted_admin_can_no_longer_change_the_role_they_created(
     assert role.status_code == 200
     assert role.json()["description"] == "v1"
     assert role.json()["permissions"] == ["audit:read", "users:read"]
+
+
+async def test_role_used_by_an_invitation_cannot_be_deleted(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    """Deleting a custom role an invitation was issued with is 409 ROLE_IN_USE, not a 500."""
+    used = await create_role(client, owner, "Used", ["audit:read"])
+    unused = await create_role(client, owner, "Unused", ["audit:read"])
+    invitation = await invite(client, owner, unique_email("invitee"), used)
+    revoked = await client.delete(
+        f"{owner.org_url}/invitations/{invitation['id']}", headers=owner.headers
+    )
+    assert revoked.status_code == 200, revoked.text
+
+    refused = await client.delete(f"{owner.org_url}/roles/{used}", headers=owner.headers)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "ROLE_IN_USE"
+    assert (
+        await client.get(f"{owner.org_url}/roles/{used}", headers=owner.headers)
+    ).status_code == 200
+    deleted = await client.delete(f"{owner.org_url}/roles/{unused}", headers=owner.headers)
+    assert deleted.status_code == 204, deleted.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,7 +33,7 @@ from faultmaven_auth.rbac.repository import (
 )
 from faultmaven_auth.rbac.schemas import RoleCreate, RoleOut, RoleUpdate
 from faultmaven_auth.runtime import Runtime
-from faultmaven_auth.storage.models import Role
+from faultmaven_auth.storage.models import Invitation, Role
 
 
 def role_out(role: Role, permissions: frozenset[Permission]) -> RoleOut:
@@ -106,19 +107,34 @@ async def update_role(
         return role_out(role, permissions)
 
 
+def _role_in_use() -> Conflict:
+    return Conflict(
+        "Invitations were issued with this role, so it cannot be deleted", code="ROLE_IN_USE"
+    )
+
+
 async def delete_role(runtime: Runtime, access: OrgAccess, role_id: uuid.UUID) -> None:
-    async with access.transaction(runtime.db) as session:
-        role = await _custom_role(session, access, role_id)
-        current = (await permissions_of_roles(session, [role]))[role.id]
-        _check_grant(access, set(current))
-        await session.delete(role)
-        access.audit(
-            session,
-            AuditEventType.ROLE_DELETED,
-            target_type="role",
-            target_id=role.id,
-            details={"name": role.name},
-        )
+    try:
+        async with access.transaction(runtime.db) as session:
+            role = await _custom_role(session, access, role_id)
+            current = (await permissions_of_roles(session, [role]))[role.id]
+            _check_grant(access, set(current))
+            # Invitations keep their role for the record (a foreign key without cascade).
+            if await session.scalar(
+                select(func.count()).select_from(Invitation).where(Invitation.role_id == role.id)
+            ):
+                raise _role_in_use()
+            await session.delete(role)
+            access.audit(
+                session,
+                AuditEventType.ROLE_DELETED,
+                target_type="role",
+                target_id=role.id,
+                details={"name": role.name},
+            )
+    except IntegrityError as exc:
+        # An invitation created with the role while it was being deleted.
+        raise _role_in_use() from exc
 
 
 async def _custom_role(session: AsyncSession, access: OrgAccess, role_id: uuid.UUID) -> Role:
