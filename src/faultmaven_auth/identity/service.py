@@ -49,6 +49,7 @@ from faultmaven_auth.tokens.service import (
     revoke_families_access,
     revoke_user_sessions,
 )
+from faultmaven_auth.tokens.service_clients import revoke_service_clients_created_by
 
 
 def check_password_policy(password: str, field: str = "password") -> None:
@@ -340,6 +341,9 @@ async def deactivate_user(runtime: Runtime, access: OrgAccess, user_id: uuid.UUI
         if user.is_active:
             user.is_active = False
             await revoke_user_sessions(session, user.id)
+            await revoke_service_clients_created_by(
+                session, user.id, meta=access.meta, actor_id=access.principal.user.id
+            )
             access.audit(
                 session,
                 AuditEventType.USER_DEACTIVATED,
