@@ -24,6 +24,7 @@ from faultmaven_auth.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    PermissionDenied,
     PrivilegeEscalationDenied,
     ValidationFailed,
 )
@@ -297,6 +298,15 @@ async def create_user(runtime: Runtime, access: OrgAccess, data: UserCreate) -> 
 async def update_user(
     runtime: Runtime, access: OrgAccess, user_id: uuid.UUID, data: UserUpdate
 ) -> User:
+    if data.password is not None and user_id == access.principal.user.id:
+        # Only with the current password (POST /auth/password): a stolen access token
+        # must not be enough to take the account over for good. Audited as a refusal.
+        async with access.transaction(runtime.db):
+            raise PermissionDenied(
+                "Change your own password with POST /api/v1/auth/password and your "
+                "current password",
+                code="CURRENT_PASSWORD_REQUIRED",
+            )
     if data.password is not None:
         check_password_policy(data.password)
     new_hash = await runtime.hasher.hash(data.password) if data.password is not None else None
