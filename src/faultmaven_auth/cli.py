@@ -232,6 +232,7 @@ def service_clients() -> None:
 def service_clients_create(name: str, organization_id: uuid.UUID | None) -> None:
     """Create a client; its secret is printed once and stored only as a hash."""
     from faultmaven_auth.storage.db import Database, create_engine
+    from faultmaven_auth.storage.models import Organization
     from faultmaven_auth.tokens.service_clients import create_service_client
 
     settings = _settings()
@@ -240,6 +241,12 @@ def service_clients_create(name: str, organization_id: uuid.UUID | None) -> None
         db = Database(create_engine(settings.database_url))
         try:
             async with db.transaction() as session:
+                if organization_id is not None:
+                    org = await session.get(Organization, organization_id)
+                    if org is None or org.is_deleted:
+                        raise click.ClickException(
+                            f"ORGANIZATION_NOT_FOUND: no organization {organization_id}"
+                        )
                 created = create_service_client(session, name=name, organization_id=organization_id)
                 await session.flush()
                 record_audit_event(

@@ -417,3 +417,20 @@ async def test_cli_revoke_of_an_unknown_client_fails(private_sqlite: Settings) -
     )
     assert result.exit_code == 1
     assert "SERVICE_CLIENT_NOT_FOUND" in result.output
+
+
+async def test_cli_create_for_an_unknown_organization_fails(private_sqlite: Settings) -> None:
+    """`create --organization-id` with an unknown or deleted organization exits 1, cleanly."""
+    async with running_app(private_sqlite) as app, client_for(app) as client:
+        gone = await sign_up(client, "Gone")
+        assert (await client.delete(gone.org_url, headers=gone.headers)).status_code == 204
+    for org_id in (str(uuid.uuid4()), gone.org_id):
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            cli_main,
+            ["service-clients", "create", "--name", "x", "--organization-id", org_id],
+            env=cli_env(private_sqlite),
+        )
+        assert result.exit_code == 1, result.output
+        assert "ORGANIZATION_NOT_FOUND" in result.output
+        assert "client_secret" not in result.output
