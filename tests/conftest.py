@@ -159,7 +159,14 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
 SEEN_SECRETS: set[str] = set()
 CAPTURED_LOG_LINES: list[str] = []
 CAPTURED_SPAN_TEXT: list[str] = []
-_SECRET_REQUEST_FIELDS = ("password", "refresh_token", "invitation_token", "token")
+_SECRET_REQUEST_FIELDS = (
+    "password",
+    "current_password",
+    "new_password",
+    "refresh_token",
+    "invitation_token",
+    "token",
+)
 _SECRET_RESPONSE_FIELDS = ("access_token", "refresh_token", "client_secret", "token")
 
 

@@ -33,6 +33,8 @@ COMMANDS = [
     ["keys", "rotate"],
     ["service-clients"],
     ["service-clients", "create"],
+    ["service-clients", "list"],
+    ["service-clients", "revoke"],
     ["check-config"],
 ]
 

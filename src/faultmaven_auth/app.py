@@ -51,7 +51,6 @@ from faultmaven_auth.storage.db import Database, create_engine
 from faultmaven_auth.storage.kv import build_kv_store
 from faultmaven_auth.tokens.access import AccessTokenCodec
 from faultmaven_auth.tokens.endpoints import router as tokens_router
-from faultmaven_auth.tokens.endpoints import service_clients as service_clients_router
 from faultmaven_auth.tokens.endpoints import well_known
 from faultmaven_auth.tokens.keys import (
     KeyCipher,
@@ -59,6 +58,7 @@ from faultmaven_auth.tokens.keys import (
     KeyRing,
     ensure_signing_key,
 )
+from faultmaven_auth.tokens.service_client_endpoints import router as service_clients_router
 
 logger = logging.getLogger("faultmaven_auth")
 

@@ -178,14 +178,19 @@ async def test_password_change_ends_the_users_sessions(
 async def test_own_password_change_ends_own_sessions(
     client: httpx.AsyncClient, owner: Account
 ) -> None:
-    """A user changing their own password loses their refresh tokens too."""
-    response = await client.patch(
-        f"{owner.org_url}/users/{owner.user_id}",
+    """A user changing their own password (with the current one) loses their other
+    sessions' refresh tokens too."""
+    other = await login(client, owner.email, PASSWORD)
+    response = await client.post(
+        "/api/v1/auth/password",
         headers=owner.headers,
-        json={"password": NEW_PASSWORD},
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
     )
-    assert response.status_code == 200
-    assert_error(await refresh(client, owner), 401, "INVALID_TOKEN")
+    assert response.status_code == 204
+    stale = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": other["refresh_token"]}
+    )
+    assert_error(stale, 401, "INVALID_TOKEN")
     await login(client, owner.email, NEW_PASSWORD)
 
 

@@ -1,7 +1,8 @@
 """A fully populated tenant, built over the HTTP API, for the organization tests.
 
-``build_tenant`` gives an organization with an owner, a member in a team, a custom role
-and a pending invitation, so every id a tenant route takes can be filled with a real one.
+``build_tenant`` gives an organization with an owner, a member in a team, a custom role,
+a pending invitation and a service client, so every id a tenant route takes can be
+filled with a real one.
 ``snapshot`` reads all of it back as the owner sees it, to prove nothing changed.
 """
 
@@ -22,6 +23,7 @@ class Tenant:
     team_id: str
     role_id: str
     invitation_id: str
+    service_client_id: str
 
     @property
     def org_id(self) -> str:
@@ -39,6 +41,7 @@ class Tenant:
             "team_id": self.team_id,
             "role_id": self.role_id,
             "invitation_id": self.invitation_id,
+            "service_client_id": self.service_client_id,
         }
 
 
@@ -81,12 +84,17 @@ async def build_tenant(client: httpx.AsyncClient, name: str) -> Tenant:
     )
     assert role.status_code == 201, role.text
     invitation = await invite(client, owner, unique_email("invitee"), role="viewer")
+    service_client = await client.post(
+        f"{owner.org_url}/service-clients", headers=owner.headers, json={"name": "billing-api"}
+    )
+    assert service_client.status_code == 201, service_client.text
     return Tenant(
         owner=owner,
         member=member,
         team_id=team["id"],
         role_id=role.json()["id"],
         invitation_id=invitation["id"],
+        service_client_id=service_client.json()["id"],
     )
 
 
@@ -101,6 +109,7 @@ async def snapshot(client: httpx.AsyncClient, tenant: Tenant) -> dict[str, Any]:
         "team_members": f"{tenant.url}/teams/{tenant.team_id}/members",
         "roles": f"{tenant.url}/roles",
         "invitations": f"{tenant.url}/invitations",
+        "service_clients": f"{tenant.url}/service-clients",
     }
     state: dict[str, Any] = {}
     for key, url in reads.items():

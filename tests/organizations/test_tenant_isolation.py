@@ -104,6 +104,13 @@ ROUTES = [
     Route("GET", ORG + "/audit-events"),
     Route("GET", ORG + "/audit-events/export"),
     Route("POST", ORG + "/service-clients", lambda ids: {"name": "intruder"}),
+    Route("GET", ORG + "/service-clients"),
+    Route(
+        "DELETE",
+        ORG + "/service-clients/{service_client_id}",
+        None,
+        "SERVICE_CLIENT_NOT_FOUND",
+    ),
 ]
 
 ROUTES_WITH_RESOURCE_IDS = [r for r in ROUTES if r.foreign_resource_code is not None]

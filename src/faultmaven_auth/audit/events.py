@@ -10,6 +10,8 @@ class AuditEventType(StrEnum):
     TOKEN_REFRESHED = "auth.token.refreshed"
     REFRESH_TOKEN_REUSED = "auth.refresh_token.reused"
     REGISTERED = "auth.registered"
+    PASSWORD_CHANGED = "auth.password.changed"
+    PASSWORD_CHANGE_FAILED = "auth.password.change_failed"
     USER_CREATED = "user.created"
     USER_UPDATED = "user.updated"
     USER_DEACTIVATED = "user.deactivated"
@@ -31,6 +33,7 @@ class AuditEventType(StrEnum):
     PERMISSION_DENIED = "authz.permission_denied"
     SIGNING_KEY_ROTATED = "keys.rotated"
     SERVICE_CLIENT_CREATED = "service_client.created"
+    SERVICE_CLIENT_REVOKED = "service_client.revoked"
 
 
 class Outcome(StrEnum):

@@ -7,7 +7,9 @@ import uuid
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from faultmaven_auth.identity import service
+from faultmaven_auth.identity.password_change import change_own_password
 from faultmaven_auth.identity.schemas import (
+    PasswordChange,
     RegisterRequest,
     RegisterResponse,
     UserCreate,
@@ -15,7 +17,13 @@ from faultmaven_auth.identity.schemas import (
     UserUpdate,
 )
 from faultmaven_auth.organizations.schemas import OrganizationOut
-from faultmaven_auth.rbac.dependencies import OrgAccess, request_meta, require
+from faultmaven_auth.rbac.dependencies import (
+    OrgAccess,
+    Principal,
+    current_principal,
+    request_meta,
+    require,
+)
 from faultmaven_auth.rbac.permissions import Permission
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.schemas import Page, decode_cursor, encode_cursor
@@ -32,6 +40,20 @@ async def register(
     return RegisterResponse(
         user=UserOut.model_validate(user), organization=OrganizationOut.model_validate(org)
     )
+
+
+@auth_router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+async def change_password(
+    body: PasswordChange,
+    request: Request,
+    principal: Principal = Depends(current_principal),
+    runtime: Runtime = Depends(get_runtime),
+) -> None:
+    """Change your own password with the current one.
+
+    Your other sessions end (refresh and access tokens); this one keeps working.
+    """
+    await change_own_password(runtime, principal, body, request_meta(request))
 
 
 @users_router.get("", response_model=Page[UserOut])

@@ -40,6 +40,13 @@ class UserUpdate(RequestModel):
     password: str | None = Field(default=None, min_length=1, max_length=1024)
 
 
+class PasswordChange(RequestModel):
+    """A user's own password change: the current password proves it is them."""
+
+    current_password: str = PasswordField
+    new_password: str = PasswordField
+
+
 class UserOut(ResponseModel):
     id: uuid.UUID
     organization_id: uuid.UUID

@@ -29,6 +29,7 @@ from faultmaven_auth.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    PermissionDenied,
     PrivilegeEscalationDenied,
     ValidationFailed,
 )
@@ -59,6 +60,7 @@ from faultmaven_auth.tokens.service import (
     revoke_families_access,
     revoke_user_sessions,
 )
+from faultmaven_auth.tokens.service_clients import revoke_service_clients_created_by
 
 
 def check_password_policy(password: str, field: str = "password") -> None:
@@ -340,6 +342,15 @@ async def create_user(runtime: Runtime, access: OrgAccess, data: UserCreate) -> 
 async def update_user(
     runtime: Runtime, access: OrgAccess, user_id: uuid.UUID, data: UserUpdate
 ) -> User:
+    if data.password is not None and user_id == access.principal.user.id:
+        # Only with the current password (POST /auth/password): a stolen access token
+        # must not be enough to take the account over for good. Audited as a refusal.
+        async with access.transaction(runtime.db):
+            raise PermissionDenied(
+                "Change your own password with POST /api/v1/auth/password and your "
+                "current password",
+                code="CURRENT_PASSWORD_REQUIRED",
+            )
     if data.password is not None:
         check_password_policy(data.password)
     new_hash = await runtime.hasher.hash(data.password) if data.password is not None else None
@@ -384,6 +395,9 @@ async def deactivate_user(runtime: Runtime, access: OrgAccess, user_id: uuid.UUI
         if user.is_active:
             user.is_active = False
             await revoke_user_sessions(session, user.id)
+            await revoke_service_clients_created_by(
+                session, user.id, meta=access.meta, actor_id=access.principal.user.id
+            )
             access.audit(
                 session,
                 AuditEventType.USER_DEACTIVATED,

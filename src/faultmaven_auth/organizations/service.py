@@ -32,6 +32,7 @@ from faultmaven_auth.storage.models import Invitation, Organization, Team, TeamM
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.storage.tenancy import OrgId, scoped
 from faultmaven_auth.tokens.service import hash_token, normalize_email, revoke_organization_sessions
+from faultmaven_auth.tokens.service_clients import revoke_organization_service_clients
 
 # -- organization -------------------------------------------------------------------
 
@@ -61,6 +62,9 @@ async def delete_organization(runtime: Runtime, access: OrgAccess) -> None:
         assert org is not None  # noqa: S101
         org.deleted_at = utcnow()
         await revoke_organization_sessions(session, org.id)
+        await revoke_organization_service_clients(
+            session, org.id, meta=access.meta, actor_id=access.principal.user.id
+        )
         access.audit(
             session,
             AuditEventType.ORGANIZATION_DELETED,

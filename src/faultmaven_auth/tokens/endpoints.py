@@ -8,36 +8,26 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request, status
 
-from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.errors import BadRequest
 from faultmaven_auth.organizations.service import team_ids_of_user
 from faultmaven_auth.rbac.dependencies import (
-    OrgAccess,
     authenticate_request,
     bearer_token,
     request_meta,
-    require,
     verify_access_token,
 )
-from faultmaven_auth.rbac.permissions import Permission
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.tokens import introspection, service
 from faultmaven_auth.tokens.schemas import (
     LoginRequest,
     MeResponse,
     RefreshRequest,
-    ServiceClientCreate,
-    ServiceClientCreated,
     TokenResponse,
 )
-from faultmaven_auth.tokens.service_clients import (
-    authenticate_service_client,
-    create_service_client,
-)
+from faultmaven_auth.tokens.service_clients import authenticate_service_client
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 well_known = APIRouter(tags=["discovery"])
-service_clients = APIRouter(prefix="/api/v1/organizations/{org_id}", tags=["service clients"])
 
 
 def _tokens(pair: service.TokenPair) -> TokenResponse:
@@ -119,35 +109,6 @@ async def introspect(request: Request, runtime: Runtime = Depends(get_runtime)) 
         client = await authenticate_service_client(session, request.headers.get("authorization"))
     token = await _introspection_token(request)
     return await introspection.introspect(runtime, client, token)
-
-
-@service_clients.post(
-    "/service-clients", status_code=status.HTTP_201_CREATED, response_model=ServiceClientCreated
-)
-async def create_org_service_client(
-    body: ServiceClientCreate,
-    access: OrgAccess = Depends(require(Permission.SERVICE_CLIENTS_MANAGE)),
-    runtime: Runtime = Depends(get_runtime),
-) -> ServiceClientCreated:
-    async with runtime.db.transaction() as session:
-        created = create_service_client(session, name=body.name, organization_id=access.org_id)
-        await session.flush()
-        access.audit(
-            session,
-            AuditEventType.SERVICE_CLIENT_CREATED,
-            target_type="service_client",
-            target_id=created.client.id,
-            details={"client_id": created.client.client_id},
-        )
-    client = created.client
-    return ServiceClientCreated(
-        id=client.id,
-        client_id=client.client_id,
-        client_secret=created.client_secret,
-        name=client.name,
-        organization_id=client.organization_id,
-        created_at=client.created_at,
-    )
 
 
 @well_known.get("/.well-known/jwks.json")

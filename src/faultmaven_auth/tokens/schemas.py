@@ -50,4 +50,17 @@ class ServiceClientCreated(ResponseModel):
     client_secret: str
     name: str
     organization_id: uuid.UUID | None
+    created_by_id: uuid.UUID | None
     created_at: datetime
+
+
+class ServiceClientOut(ResponseModel):
+    """A client as listed: never its secret, nor the secret's hash."""
+
+    id: uuid.UUID
+    client_id: str
+    name: str
+    organization_id: uuid.UUID | None
+    created_by_id: uuid.UUID | None
+    created_at: datetime
+    revoked_at: datetime | None

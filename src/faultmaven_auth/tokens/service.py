@@ -337,13 +337,18 @@ async def revoke_organization_sessions(session: AsyncSession, org_id: uuid.UUID)
     )
 
 
-async def revoke_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
-    """Revoke every live refresh token of the user; returns the session families ended.
+async def revoke_user_sessions(
+    session: AsyncSession, user_id: uuid.UUID, *, keep_family: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Revoke every live refresh token of the user (but ``keep_family``'s); returns the
+    session families ended.
 
     The caller denies those families' access tokens in the store once the transaction
     has committed (``revoke_families_access``).
     """
-    live = RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
+    live = [RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)]
+    if keep_family is not None:
+        live.append(RefreshToken.family_id != keep_family)
     families = list(
         (await session.scalars(select(RefreshToken.family_id).where(*live).distinct())).all()
     )
