@@ -30,6 +30,7 @@ class AuditEventType(StrEnum):
     ORGANIZATION_DELETED = "organization.deleted"
     PERMISSION_DENIED = "authz.permission_denied"
     SIGNING_KEY_ROTATED = "keys.rotated"
+    SIGNING_KEYS_ENCRYPTED = "keys.encrypted"
     SERVICE_CLIENT_CREATED = "service_client.created"
 
 
