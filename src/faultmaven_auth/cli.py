@@ -273,7 +273,7 @@ def keys_encrypt() -> None:
                     )
             async with db.session() as session:
                 inventory = await inventory_keys(session, cipher)
-            return {"encrypted": encrypted, **dataclasses.asdict(inventory)}
+            return {"newly_encrypted": encrypted, **dataclasses.asdict(inventory)}
         finally:
             await db.dispose()
 
