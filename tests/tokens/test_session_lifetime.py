@@ -20,6 +20,8 @@ from faultmaven_auth.storage.models.base import utcnow
 from tests.conftest import Account
 from tests.tokens.test_introspection import create_service_client, introspect
 
+LIFETIME = timedelta(days=30)  # SESSION_ABSOLUTE_LIFETIME_SECONDS' default, used by the fixtures
+
 
 async def start_session_at(runtime: Runtime, account: Account, started_at: datetime) -> None:
     """Pretend the account's sessions began at ``started_at``."""
@@ -33,7 +35,7 @@ async def start_session_at(runtime: Runtime, account: Account, started_at: datet
 
 async def test_default_absolute_lifetime_is_thirty_days(runtime: Runtime) -> None:
     """Out of the box a session ends 30 days after its login."""
-    assert runtime.settings.session_absolute_lifetime_seconds == 30 * 24 * 3600
+    assert runtime.settings.session_absolute_lifetime_seconds == LIFETIME.total_seconds()
 
 
 async def test_refresh_after_the_absolute_lifetime_is_refused(
@@ -41,8 +43,7 @@ async def test_refresh_after_the_absolute_lifetime_is_refused(
 ) -> None:
     """A refresh token that has not expired by its own TTL still gets 401 INVALID_TOKEN
     once its session is older than the absolute lifetime."""
-    lifetime = timedelta(seconds=runtime.settings.session_absolute_lifetime_seconds)
-    await start_session_at(runtime, owner, utcnow() - lifetime - timedelta(seconds=5))
+    await start_session_at(runtime, owner, utcnow() - LIFETIME - timedelta(seconds=5))
 
     response = await client.post(
         "/api/v1/auth/refresh", json={"refresh_token": owner.refresh_token}
@@ -57,9 +58,8 @@ async def test_rotation_does_not_extend_a_session_past_its_end(
 ) -> None:
     """Five minutes before the session's end, a refresh works but both new tokens expire
     at the session's end: the access token sooner than its TTL, the refresh token too."""
-    lifetime = timedelta(seconds=runtime.settings.session_absolute_lifetime_seconds)
-    started = utcnow().replace(microsecond=0) - lifetime + timedelta(minutes=5)
-    session_end = int((started + lifetime).timestamp())
+    started = utcnow().replace(microsecond=0) - LIFETIME + timedelta(minutes=5)
+    session_end = int((started + LIFETIME).timestamp())
     await start_session_at(runtime, owner, started)
 
     response = await client.post(
