@@ -121,8 +121,9 @@ class Settings(BaseSettings):
     signing_key_refresh_seconds: int = Field(default=60, ge=1)
     # A rotated-in key is published at once and signs only after this delay, so every
     # replica (refreshing every SIGNING_KEY_REFRESH_SECONDS) and every verifier's cached
-    # JWKS (commonly 5-10 minutes) knows it before the first token it signs.
-    signing_key_activation_delay_seconds: int = Field(default=600, ge=0)
+    # JWKS knows it before the first token it signs. 900 s = the 60 s refresh plus JWKS
+    # caches of up to 14 minutes (common defaults are 5 and 10 minutes).
+    signing_key_activation_delay_seconds: int = Field(default=900, ge=0)
 
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost_kib: int = Field(default=19456, ge=8)
