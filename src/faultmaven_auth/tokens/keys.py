@@ -238,17 +238,22 @@ class KeyInventory:
 
 
 async def inventory_keys(session: AsyncSession, cipher: KeyCipher) -> KeyInventory:
+    """Every stored key counts (retired ones hold private keys too); only keys the service
+    would load (not retired) are tried for decryption."""
     now = utcnow()
     rows = (
         await session.execute(
-            select(SigningKey.kid, SigningKey.private_key, SigningKey.encrypted).where(
-                (SigningKey.retire_after.is_(None)) | (SigningKey.retire_after > now)
+            select(
+                SigningKey.kid,
+                SigningKey.private_key,
+                SigningKey.encrypted,
+                SigningKey.retire_after,
             )
         )
     ).all()
     undecryptable = 0
-    for kid, stored, encrypted in rows:
-        if not encrypted:
+    for kid, stored, encrypted, retire_after in rows:
+        if not encrypted or (retire_after is not None and retire_after <= now):
             continue
         try:
             cipher.open(stored, kid, encrypted=True)
