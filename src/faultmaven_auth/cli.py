@@ -21,7 +21,7 @@ import click
 
 from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
-from faultmaven_auth.config import Environment, Settings, load_settings
+from faultmaven_auth.config import Settings, load_settings
 
 if TYPE_CHECKING:
     from faultmaven_auth.tokens.keys import KeyCipher
@@ -171,10 +171,9 @@ def keys() -> None:
 
 
 def _cipher(settings: Settings) -> KeyCipher:
-    from faultmaven_auth.tokens.keys import KeyCipher
+    from faultmaven_auth.tokens.key_report import cipher_for
 
-    secret = settings.signing_key_encryption_key
-    return KeyCipher(secret.get_secret_value() if secret else None)
+    return cipher_for(settings)
 
 
 @keys.command("rotate")
@@ -333,58 +332,6 @@ def service_clients_create(name: str, organization_id: uuid.UUID | None) -> None
     click.echo(json.dumps(_run(go)))
 
 
-DATABASE_CHECK_TIMEOUT_SECONDS = 5.0
-
-
-async def _signing_key_report(settings: Settings) -> dict[str, Any]:
-    """The stored signing keys' state, or why it could not be read (never key material)."""
-    from faultmaven_auth.app import database_unreachable
-    from faultmaven_auth.storage.db import Database, create_engine
-    from faultmaven_auth.tokens.keys import inventory_keys
-
-    path = settings.sqlite_path()
-    if settings.uses_sqlite and (path is None or not path.exists()):
-        return {"checked": False, "reason": "the SQLite database does not exist yet"}
-    db = Database(create_engine(settings.database_url, pool_size=1))
-    try:
-        async with asyncio.timeout(DATABASE_CHECK_TIMEOUT_SECONDS):
-            async with db.session() as session:
-                inventory = await inventory_keys(session, _cipher(settings))
-    except TimeoutError:
-        return {"checked": False, "reason": "the database did not answer in time"}
-    except Exception as exc:
-        if database_unreachable(exc):
-            return {
-                "checked": False,
-                "reason": f"the database is unreachable ({type(exc).__name__})",
-            }
-        return {
-            "checked": False,
-            "reason": f"the signing keys could not be read; is the database migrated? "
-            f"({type(exc).__name__})",
-        }
-    finally:
-        await db.dispose()
-    return {"checked": True, **dataclasses.asdict(inventory)}
-
-
-def _signing_key_problems(settings: Settings, report: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
-    if not report["checked"]:
-        return problems
-    if report["plaintext"] and settings.environment is Environment.PRODUCTION:
-        problems.append(
-            f"{report['plaintext']} signing key(s) are stored in plaintext: run "
-            "`faultmaven-auth keys encrypt` with SIGNING_KEY_ENCRYPTION_KEY set"
-        )
-    if report["undecryptable"]:
-        problems.append(
-            f"{report['undecryptable']} signing key(s) cannot be decrypted with "
-            "SIGNING_KEY_ENCRYPTION_KEY (wrong or missing secret); the service would not start"
-        )
-    return problems
-
-
 @main.command("check-config")
 def check_config() -> None:
     """Validate the configuration for the configured ENVIRONMENT; exit 1 on a problem.
@@ -394,10 +341,12 @@ def check_config() -> None:
     when it is not, the report says so under "signing_keys" and the verdict rests on the
     settings alone.
     """
+    from faultmaven_auth.tokens.key_report import signing_key_problems, signing_key_report
+
     settings = _settings()
     problems = settings.startup_problems()
-    key_report = _run(lambda: _signing_key_report(settings))
-    problems += _signing_key_problems(settings, key_report)
+    key_report = _run(lambda: signing_key_report(settings))
+    problems += signing_key_problems(settings, key_report)
     summary = {
         "environment": settings.environment.value,
         "database": "sqlite" if settings.uses_sqlite else "postgresql",
