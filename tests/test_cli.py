@@ -31,6 +31,7 @@ COMMANDS = [
     ["bootstrap"],
     ["keys"],
     ["keys", "rotate"],
+    ["keys", "encrypt"],
     ["service-clients"],
     ["service-clients", "create"],
     ["service-clients", "list"],
@@ -219,20 +220,30 @@ def test_check_config_passes_in_development() -> None:
     assert (report["database"], report["store"]) == ("sqlite", "in-process")
 
 
+PRODUCTION_KEY = "Zq4vN8wE2rT6yU0iO9pA3sD7fG1hJ5kLxC"
+
+
 def test_check_config_passes_a_complete_production_setup() -> None:
-    """PostgreSQL, Redis and an encryption key make production pass (nothing is contacted)."""
+    """PostgreSQL, Redis, an encryption key, an https issuer and a metrics token make
+    production pass; the unreachable database is reported, not counted as a problem."""
     result = invoke(
         ["check-config"],
         {
             "ENVIRONMENT": "production",
             "DATABASE_URL": "postgresql+asyncpg://auth@db.internal/auth",
             "REDIS_URL": "redis://cache.internal:6379/0",
-            "SIGNING_KEY_ENCRYPTION_KEY": "x" * 40,
+            "SIGNING_KEY_ENCRYPTION_KEY": PRODUCTION_KEY,
+            "JWT_ISSUER": "https://auth.example.com",
+            "METRICS_BEARER_TOKEN": "metrics-scrape-token",
         },
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["problems"] == []
-    assert "x" * 40 not in result.output
+    report = json.loads(result.output)
+    assert report["problems"] == []
+    assert report["signing_keys"]["checked"] is False
+    assert "unreachable" in report["signing_keys"]["reason"]
+    assert PRODUCTION_KEY not in result.output
+    assert "metrics-scrape-token" not in result.output
 
 
 def test_check_config_reports_an_invalid_value() -> None:

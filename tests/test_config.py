@@ -26,7 +26,8 @@ from tests.conftest import FAST_ARGON2, PASSWORD, client_for, login, running_app
 
 PG_URL = "postgresql+asyncpg://auth@db.internal:5432/auth"
 REDIS = "redis://cache.internal:6379/0"
-STRONG_KEY = "k" * 32
+# What `openssl rand -base64 24` prints: 32 random characters.
+STRONG_KEY = "q7Vh2LxN9cR4tWm0ZsKp8YdBf3GjUe6A"
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +50,8 @@ def _production(**overrides: Any) -> Settings:
         "database_url": PG_URL,
         "redis_url": REDIS,
         "signing_key_encryption_key": STRONG_KEY,
+        "jwt_issuer": "https://auth.example.com",
+        "metrics_bearer_token": "a-metrics-scrape-token",
     }
     values.update(overrides)
     return Settings(**values)
@@ -101,8 +104,32 @@ def test_production_refuses_the_embedded_defaults() -> None:
 
 
 def test_a_complete_production_configuration_may_start() -> None:
-    """PostgreSQL, Redis and a 32-character encryption key satisfy production."""
+    """PostgreSQL, Redis, a random 32-character encryption key, an https issuer and a
+    protected /metrics satisfy production."""
     assert _production().startup_problems() == []
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"metrics_bearer_token": None, "metrics_port": 9100},
+        {"metrics_bearer_token": None, "metrics_enabled": False},
+        {"jwt_issuer": "http://127.0.0.1:8000"},
+        {"jwt_issuer": "http://localhost:8000"},
+        {"jwt_issuer": "http://[::1]:8000"},
+        {"trusted_proxies": ["10.0.0.0/8", "192.168.0.0/16"]},
+        {"log_level": "INFO", "log_include_pii": False},
+        # 32 and 64 random hex digits (`openssl rand -hex 16/32`) pass the entropy screen.
+        {"signing_key_encryption_key": "9f86d081884c7d659a2feaa0c55ad015"},
+        {
+            "signing_key_encryption_key": "2c26b46b68ffc68ff99b453c1d304134"
+            "13422d706483bfa0f98a5e886266e7ae"
+        },
+    ],
+)
+def test_safe_production_variants_may_start(overrides: dict[str, Any]) -> None:
+    """Other safe ways to meet the production rules are accepted."""
+    assert _production(**overrides).startup_problems() == []
 
 
 @pytest.mark.parametrize(
@@ -112,6 +139,25 @@ def test_a_complete_production_configuration_may_start() -> None:
         ({"database_url": "sqlite+aiosqlite:///./var/auth.db"}, "DATABASE_URL"),
         ({"signing_key_encryption_key": None}, "SIGNING_KEY_ENCRYPTION_KEY"),
         ({"signing_key_encryption_key": "k" * 31}, "SIGNING_KEY_ENCRYPTION_KEY"),
+        # Low entropy: one character, a repeated block, few distinct characters, skewed.
+        ({"signing_key_encryption_key": "k" * 32}, "SIGNING_KEY_ENCRYPTION_KEY"),
+        ({"signing_key_encryption_key": "abcdefghij" * 4}, "SIGNING_KEY_ENCRYPTION_KEY"),
+        (
+            {"signing_key_encryption_key": "abcabcabcdabcabcabcdabcabcabcdxy"},
+            "SIGNING_KEY_ENCRYPTION_KEY",
+        ),
+        ({"signing_key_encryption_key": "a" * 25 + "bcdefghij"}, "SIGNING_KEY_ENCRYPTION_KEY"),
+        ({"metrics_bearer_token": None}, "METRICS_BEARER_TOKEN"),
+        ({"jwt_issuer": "http://auth.example.com"}, "JWT_ISSUER"),
+        ({"jwt_issuer": "http://10.0.0.5:8000"}, "JWT_ISSUER"),
+        ({"trusted_proxies": ["10.0.0.0/8", "0.0.0.0/0"]}, "TRUSTED_PROXIES"),
+        ({"trusted_proxies": ["::/0"]}, "TRUSTED_PROXIES"),
+        ({"log_include_pii": True}, "LOG_INCLUDE_PII"),
+        ({"log_level": "debug"}, "LOG_LEVEL"),
+        (
+            {"signing_key_activation_delay_seconds": 30, "signing_key_refresh_seconds": 60},
+            "SIGNING_KEY_ACTIVATION_DELAY_SECONDS",
+        ),
     ],
 )
 def test_each_production_requirement_is_named(overrides: dict[str, Any], setting: str) -> None:
@@ -119,6 +165,26 @@ def test_each_production_requirement_is_named(overrides: dict[str, Any], setting
     problems = _production(**overrides).startup_problems()
     assert len(problems) == 1
     assert setting in problems[0]
+
+
+def test_production_messages_never_print_the_encryption_key() -> None:
+    """A refused encryption key is named by its setting, its value never shown."""
+    weak = "abcdefghij" * 4
+    (problem,) = _production(signing_key_encryption_key=weak).startup_problems()
+    assert "repeated" in problem
+    assert weak not in problem
+    assert "abcdefghij" not in problem
+
+
+def test_development_allows_what_production_refuses() -> None:
+    """Open /metrics, an http issuer, DEBUG logs and PII are fine outside production."""
+    settings = Settings(
+        jwt_issuer="http://dev.example.com",
+        trusted_proxies=["0.0.0.0/0"],
+        log_include_pii=True,
+        log_level="DEBUG",
+    )
+    assert settings.startup_problems() == []
 
 
 def test_several_workers_need_a_shared_store() -> None:

@@ -56,6 +56,7 @@ from faultmaven_auth.tokens.keys import (
     KeyCipher,
     KeyDecryptionError,
     KeyRing,
+    encrypt_plaintext_keys,
     ensure_signing_key,
 )
 from faultmaven_auth.tokens.service_client_endpoints import router as service_clients_router
@@ -146,6 +147,13 @@ async def load_signing_keys(
 ) -> None:
     async with db.transaction() as session:
         await ensure_signing_key(session, algorithm=settings.jwt_algorithm.value, cipher=cipher)
+        encrypted = await encrypt_plaintext_keys(session, cipher)
+    if encrypted:
+        # Keys created before SIGNING_KEY_ENCRYPTION_KEY was set sat in plaintext until now.
+        logger.warning(
+            "Encrypted signing keys that were stored in plaintext",
+            extra={"event_type": "signing_keys_encrypted", "count": encrypted},
+        )
     async with db.session() as session:
         await keys.refresh(session)
 

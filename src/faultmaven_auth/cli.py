@@ -1,4 +1,4 @@
-"""Command-line interface: serve, migrate, bootstrap, keys rotate, service-clients, check-config.
+"""Command-line interface: serve, migrate, bootstrap, keys, service-clients, check-config.
 
 Every command reads the same settings as the service (environment variables, ``.env``).
 """
@@ -6,6 +6,7 @@ Every command reads the same settings as the service (environment variables, ``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from faultmaven_auth.config import Settings, load_settings
 
 if TYPE_CHECKING:
     from faultmaven_auth.storage.models import ServiceClient
+    from faultmaven_auth.tokens.keys import KeyCipher
 
 T = TypeVar("T")
 
@@ -169,19 +171,33 @@ def keys() -> None:
     """Signing keys."""
 
 
-@keys.command("rotate")
-def keys_rotate() -> None:
-    """Make a new current signing key.
+def _cipher(settings: Settings) -> KeyCipher:
+    from faultmaven_auth.tokens.key_report import cipher_for
 
-    The previous keys stay in the JWKS until every token they signed has expired.
+    return cipher_for(settings)
+
+
+@keys.command("rotate")
+@click.option(
+    "--immediately",
+    is_flag=True,
+    help="Emergency (compromised key): sign with the new key at once and unpublish the "
+    "previous keys at once; every access token they signed stops working.",
+)
+def keys_rotate(immediately: bool) -> None:
+    """Publish a new signing key; it signs after SIGNING_KEY_ACTIVATION_DELAY_SECONDS.
+
+    Until then the current key keeps signing, so every replica and every verifier's
+    cached JWKS knows the new key before its first token. The previous keys stay in the
+    JWKS until every token they signed has expired.
     """
     from faultmaven_auth.storage.db import Database, create_engine
-    from faultmaven_auth.tokens.keys import KeyCipher, rotate_signing_key
+    from faultmaven_auth.tokens.keys import retire_keys_now, rotate_signing_key
 
     settings = _settings()
-    secret = settings.signing_key_encryption_key
-    cipher = KeyCipher(secret.get_secret_value() if secret else None)
-    grace = timedelta(
+    cipher = _cipher(settings)
+    delay = timedelta(seconds=0 if immediately else settings.signing_key_activation_delay_seconds)
+    token_lifetime = timedelta(
         seconds=settings.access_token_ttl_seconds + settings.signing_key_refresh_seconds + 60
     )
 
@@ -189,9 +205,15 @@ def keys_rotate() -> None:
         db = Database(create_engine(settings.database_url))
         try:
             async with db.transaction() as session:
-                key, previous = await rotate_signing_key(
-                    session, algorithm=settings.jwt_algorithm.value, cipher=cipher, grace=grace
+                rotation = await rotate_signing_key(
+                    session,
+                    algorithm=settings.jwt_algorithm.value,
+                    cipher=cipher,
+                    activation_delay=delay,
+                    token_lifetime=token_lifetime,
                 )
+                if immediately:
+                    await retire_keys_now(session, rotation.previous)
                 record_audit_event(
                     session,
                     AuditEventType.SIGNING_KEY_ROTATED,
@@ -199,21 +221,69 @@ def keys_rotate() -> None:
                     organization_id=None,
                     actor_id=None,
                     target_type="signing_key",
-                    target_id=key.kid,
-                    details={"previous": previous},
+                    target_id=rotation.key.kid,
+                    details={"previous": rotation.previous, "immediately": immediately},
                 )
             return {
-                "kid": key.kid,
-                "algorithm": key.algorithm,
-                "previous": previous,
-                "previous_retire_after": (key.activated_at + grace).isoformat()
-                if key.activated_at
-                else None,
+                "kid": rotation.key.kid,
+                "algorithm": rotation.key.algorithm,
+                "activates_at": rotation.activates_at.isoformat(),
+                "previous": rotation.previous,
+                "previous_retire_after": (
+                    rotation.activates_at if immediately else rotation.previous_retire_after
+                ).isoformat(),
+                "immediately": immediately,
             }
         finally:
             await db.dispose()
 
     click.echo(json.dumps(_run(go)))
+
+
+@keys.command("encrypt")
+def keys_encrypt() -> None:
+    """Encrypt signing keys stored in plaintext with SIGNING_KEY_ENCRYPTION_KEY.
+
+    Keys created before the secret was set are stored as plain PEM; the service also
+    does this at start. Safe to run while replicas are serving.
+    """
+    from faultmaven_auth.storage.db import Database, create_engine
+    from faultmaven_auth.tokens.keys import encrypt_plaintext_keys, inventory_keys
+
+    settings = _settings()
+    cipher = _cipher(settings)
+    if not cipher.enabled:
+        raise click.ClickException("SIGNING_KEY_ENCRYPTION_KEY is not set: nothing to encrypt with")
+
+    async def go() -> dict[str, Any]:
+        db = Database(create_engine(settings.database_url))
+        try:
+            async with db.transaction() as session:
+                encrypted = await encrypt_plaintext_keys(session, cipher)
+                if encrypted:
+                    record_audit_event(
+                        session,
+                        AuditEventType.SIGNING_KEYS_ENCRYPTED,
+                        meta=CLI_META,
+                        organization_id=None,
+                        actor_id=None,
+                        target_type="signing_key",
+                        target_id=None,
+                        details={"count": encrypted},
+                    )
+            async with db.session() as session:
+                inventory = await inventory_keys(session, cipher)
+            return {"newly_encrypted": encrypted, **dataclasses.asdict(inventory)}
+        finally:
+            await db.dispose()
+
+    result = _run(go)
+    click.echo(json.dumps(result))
+    if result["undecryptable"]:
+        raise click.ClickException(
+            f"{result['undecryptable']} signing key(s) cannot be decrypted with "
+            "SIGNING_KEY_ENCRYPTION_KEY"
+        )
 
 
 @main.group("service-clients")
@@ -348,9 +418,19 @@ def service_clients_revoke(client_id: str) -> None:
 
 @main.command("check-config")
 def check_config() -> None:
-    """Validate the configuration for the configured ENVIRONMENT; exit 1 on a problem."""
+    """Validate the configuration for the configured ENVIRONMENT; exit 1 on a problem.
+
+    When the database is reachable, the stored signing keys are checked too (plaintext
+    keys are refused in production, keys the configured secret cannot decrypt always);
+    when it is not, the report says so under "signing_keys" and the verdict rests on the
+    settings alone.
+    """
+    from faultmaven_auth.tokens.key_report import signing_key_problems, signing_key_report
+
     settings = _settings()
     problems = settings.startup_problems()
+    key_report = _run(lambda: signing_key_report(settings))
+    problems += signing_key_problems(settings, key_report)
     summary = {
         "environment": settings.environment.value,
         "database": "sqlite" if settings.uses_sqlite else "postgresql",
@@ -358,6 +438,7 @@ def check_config() -> None:
         "jwt_algorithm": settings.jwt_algorithm.value,
         "tracing": settings.tracing_active,
         "metrics": settings.metrics_enabled,
+        "signing_keys": key_report,
         "problems": problems,
     }
     click.echo(json.dumps(summary, indent=2))

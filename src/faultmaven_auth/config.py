@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import math
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/faultmaven-auth.db"
+
+# What production asks of SIGNING_KEY_ENCRYPTION_KEY (see ``encryption_key_problem``).
+MIN_ENCRYPTION_KEY_LENGTH = 32
+MIN_ENCRYPTION_KEY_DISTINCT = 8
+MIN_ENCRYPTION_KEY_BITS = 80.0
 
 
 class Environment(StrEnum):
@@ -47,6 +55,39 @@ def _split_list(value: object) -> object:
     return value
 
 
+def encryption_key_problem(secret: str) -> str | None:
+    """Why ``secret`` is too weak to encrypt signing keys, or None.
+
+    A cheap screen for placeholders and typing patterns, not a proof of randomness:
+    at least 32 characters, at least 8 distinct ones, not one shorter block repeated
+    (``"abcd" * 8``), and at least 80 bits by the characters' own frequencies (length x
+    Shannon entropy per character; 32 random hex digits score about 95-120, 32 random
+    base64 characters about 125-160, ``"a" * 25 + "bcdefghij"`` 57).
+    """
+    if len(secret) < MIN_ENCRYPTION_KEY_LENGTH:
+        return f"is shorter than {MIN_ENCRYPTION_KEY_LENGTH} characters"
+    if len(set(secret)) < MIN_ENCRYPTION_KEY_DISTINCT:
+        return f"has fewer than {MIN_ENCRYPTION_KEY_DISTINCT} distinct characters"
+    length = len(secret)
+    for block in range(1, length // 2 + 1):
+        if length % block == 0 and secret[:block] * (length // block) == secret:
+            return "is one short sequence repeated"
+    counts = Counter(secret).values()
+    bits = -sum(c * math.log2(c / length) for c in counts)
+    if bits < MIN_ENCRYPTION_KEY_BITS:
+        return f"is too predictable (about {bits:.0f} bits; at least {MIN_ENCRYPTION_KEY_BITS:.0f})"
+    return None
+
+
+def _loopback_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -74,8 +115,15 @@ class Settings(BaseSettings):
     jwt_algorithm: SigningAlgorithm = SigningAlgorithm.ES256
     access_token_ttl_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
+    # A session (refresh family) ends this long after its login, however often it rotates.
+    session_absolute_lifetime_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
     signing_key_encryption_key: SecretStr | None = None
     signing_key_refresh_seconds: int = Field(default=60, ge=1)
+    # A rotated-in key is published at once and signs only after this delay, so every
+    # replica (refreshing every SIGNING_KEY_REFRESH_SECONDS) and every verifier's cached
+    # JWKS knows it before the first token it signs. 900 s = the 60 s refresh plus JWKS
+    # caches of up to 14 minutes (common defaults are 5 and 10 minutes).
+    signing_key_activation_delay_seconds: int = Field(default=900, ge=0)
 
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost_kib: int = Field(default=19456, ge=8)
@@ -208,12 +256,48 @@ class Settings(BaseSettings):
                 problems.append("ENVIRONMENT=production needs a PostgreSQL DATABASE_URL")
             if self.profiling_enabled:
                 problems.append("ENVIRONMENT=production refuses PROFILING_ENABLED=true")
-            key = self.signing_key_encryption_key
-            if key is None or len(key.get_secret_value()) < 32:
-                problems.append(
-                    "ENVIRONMENT=production needs SIGNING_KEY_ENCRYPTION_KEY "
-                    "(at least 32 characters) to protect signing keys at rest"
-                )
+            problems.extend(self._production_problems())
+        return problems
+
+    def _production_problems(self) -> list[str]:
+        problems: list[str] = []
+        key = self.signing_key_encryption_key
+        if key is None:
+            problems.append(
+                "ENVIRONMENT=production needs SIGNING_KEY_ENCRYPTION_KEY "
+                "(at least 32 random characters) to protect signing keys at rest"
+            )
+        elif (weakness := encryption_key_problem(key.get_secret_value())) is not None:
+            problems.append(
+                f"SIGNING_KEY_ENCRYPTION_KEY {weakness}: use at least 32 random characters, "
+                "e.g. `openssl rand -base64 48`"
+            )
+        if self.metrics_enabled and self.metrics_bearer_token is None and not self.metrics_port:
+            problems.append(
+                "ENVIRONMENT=production needs METRICS_BEARER_TOKEN or METRICS_PORT: /metrics "
+                "on the API port would be public (or set METRICS_ENABLED=false)"
+            )
+        issuer = urlsplit(self.jwt_issuer)
+        if issuer.scheme != "https" and not (
+            issuer.scheme == "http" and _loopback_host(issuer.hostname or "")
+        ):
+            problems.append(
+                "JWT_ISSUER must be an https:// URL in production (http:// only on loopback)"
+            )
+        if any(ipaddress.ip_network(p, strict=False).prefixlen == 0 for p in self.trusted_proxies):
+            problems.append(
+                "TRUSTED_PROXIES must not contain 0.0.0.0/0 or ::/0 in production: every "
+                "client could set its own X-Forwarded-For address"
+            )
+        if self.log_include_pii:
+            problems.append("ENVIRONMENT=production refuses LOG_INCLUDE_PII=true")
+        if self.log_level == "DEBUG":
+            problems.append("ENVIRONMENT=production refuses LOG_LEVEL=DEBUG")
+        if self.signing_key_activation_delay_seconds < self.signing_key_refresh_seconds:
+            problems.append(
+                "SIGNING_KEY_ACTIVATION_DELAY_SECONDS must be at least "
+                "SIGNING_KEY_REFRESH_SECONDS, or replicas sign with keys others do not know"
+            )
         return problems
 
 

@@ -54,11 +54,17 @@ def access_claims(runtime: Runtime, account: Account, **changes: Any) -> dict[st
     return {name: value for name, value in claims.items() if value is not None}
 
 
+ACCESS_TOKEN_HEADER = {"typ": "at+jwt"}  # RFC 9068, as the service issues them
+
+
 def sign_with_current_key(runtime: Runtime, claims: dict[str, Any], **headers: Any) -> str:
-    """Sign ``claims`` with the service's current private key and its kid."""
+    """Sign ``claims`` with the service's current private key, its kid and ``typ: at+jwt``."""
     key = runtime.keys.current()
     return jwt.encode(
-        claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid, **headers}
+        claims,
+        key.private_key,
+        algorithm=key.algorithm,
+        headers={"kid": key.kid, **ACCESS_TOKEN_HEADER, **headers},
     )
 
 

@@ -1,19 +1,21 @@
 """Public keys and issuer metadata, as a relying party sees them, and key rotation.
 
 A relying party fetches the JWKS and verifies access tokens with nothing but a JWT
-library; rotation must never break that: new tokens carry the new kid, tokens signed
-before stay valid while their key is published, and a retired key leaves the JWKS and
-stops verifying.
+library; rotation must never break that. Rotation is publish-then-activate: the new key
+is in the JWKS at once but signs only after the activation delay, so replicas and
+verifiers that cache the JWKS know it before its first token; tokens signed before stay
+valid while their key is published, and a retired key leaves the JWKS and stops verifying.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import jwt
+import pytest
 from sqlalchemy import update
 
 from faultmaven_auth.config import Settings, SigningAlgorithm
@@ -22,7 +24,7 @@ from faultmaven_auth.storage.models import SigningKey
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.tokens.keys import new_signing_key, rotate_signing_key
 from tests.conftest import PASSWORD, client_for, login, running_app, sign_up
-from tests.tokens.conftest import access_claims, bearer, run_cli
+from tests.tokens.conftest import ACCESS_TOKEN_HEADER, access_claims, bearer, run_cli
 
 PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
@@ -34,15 +36,21 @@ async def fetch_jwks(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
 
 
 def verify_as_relying_party(token: str, jwks: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What an integrating service does: pick the JWK by kid, verify with PyJWT alone."""
-    kid = jwt.get_unverified_header(token)["kid"]
-    jwk = jwks[kid]
+    """What the README tells an integrating service to do, with PyJWT and the JWKS alone.
+
+    Pick the JWK by kid, take the algorithm from the JWK, check the signature, ``iss``,
+    ``aud``, ``exp`` and ``typ: at+jwt``.
+    """
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "at+jwt"
+    jwk = jwks[header["kid"]]
     claims: dict[str, Any] = jwt.decode(
         token,
         key=jwt.PyJWK(jwk),
         algorithms=[jwk["alg"]],
         audience="faultmaven",
         issuer="http://testserver",
+        options={"require": ["iss", "aud", "exp", "iat", "sub", "jti", "client_id"]},
     )
     return claims
 
@@ -81,9 +89,44 @@ async def test_openid_configuration_names_the_issuer_and_a_working_jwks_uri(
     assert meta["jwks_uri"] == "http://testserver/.well-known/jwks.json"
     assert meta["id_token_signing_alg_values_supported"] == ["ES256"]
     assert meta["introspection_endpoint"] == "http://testserver/api/v1/auth/introspect"
+    assert meta["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic"]
     served = await client.get(meta["jwks_uri"])
     assert served.status_code == 200
     assert served.json()["keys"]
+
+
+async def test_openid_configuration_advertises_only_endpoints_that_exist(
+    client: httpx.AsyncClient,
+) -> None:
+    """No OAuth token endpoint, grant or response types: login is not an OAuth token request.
+
+    Every URL advertised answers (the introspection endpoint asks for client credentials).
+    """
+    meta = (await client.get("/.well-known/openid-configuration")).json()
+    assert set(meta) == {
+        "issuer",
+        "jwks_uri",
+        "introspection_endpoint",
+        "introspection_endpoint_auth_methods_supported",
+        "id_token_signing_alg_values_supported",
+    }
+    assert (await client.get(meta["jwks_uri"])).status_code == 200
+    introspect = await client.post(meta["introspection_endpoint"], data={"token": "x"})
+    assert introspect.status_code == 401
+
+
+async def test_access_tokens_follow_rfc_9068(client: httpx.AsyncClient) -> None:
+    """Header typ at+jwt; claims iss, sub, aud, exp, iat, jti and the first-party client_id."""
+    account = await sign_up(client)
+    header = jwt.get_unverified_header(account.access_token)
+    assert header["typ"] == "at+jwt"
+    claims = verify_as_relying_party(account.access_token, await fetch_jwks(client))
+    assert claims["client_id"] == "faultmaven-auth"
+    assert claims["iss"] == "http://testserver"
+    assert claims["aud"] == "faultmaven"
+    assert claims["sub"] == account.user_id
+    assert claims["iat"] <= claims["exp"]
+    assert claims["jti"]
 
 
 async def test_login_token_verifies_against_the_published_jwks(client: httpx.AsyncClient) -> None:
@@ -97,31 +140,90 @@ async def test_login_token_verifies_against_the_published_jwks(client: httpx.Asy
     assert jwt.get_unverified_header(account.access_token)["alg"] == "ES256"
 
 
-async def test_rotation_signs_with_the_new_key_and_keeps_old_tokens_valid(
-    client: httpx.AsyncClient, runtime: Runtime
+def move_key_clock(monkeypatch: pytest.MonkeyPatch, to: datetime) -> None:
+    """The key ring's clock (which key signs, which are published) jumps to ``to``."""
+    monkeypatch.setattr("faultmaven_auth.tokens.keys.utcnow", lambda: to)
+
+
+async def test_rotation_publishes_first_and_signs_after_the_activation_delay(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    backend_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """After a rotation new tokens carry the new kid; old ones still work; both are published."""
+    """After a rotation both keys are published and verify on every replica at once;
+    the old key keeps signing until the activation time, then the new one signs."""
     account = await sign_up(client)
     old_kid = kid_of(account.access_token)
-    grace = timedelta(seconds=runtime.settings.access_token_ttl_seconds + 120)
+    async with running_app(backend_settings) as replica, client_for(replica) as other:
+        async with runtime.db.transaction() as session:
+            rotation = await rotate_signing_key(
+                session,
+                algorithm="ES256",
+                cipher=runtime.cipher,
+                activation_delay=timedelta(seconds=600),
+                token_lifetime=timedelta(seconds=1020),
+            )
+        new_kid = rotation.key.kid
+        assert old_kid in rotation.previous
+        # Each replica's periodic refresh picks the new key up.
+        await refresh_keys(runtime)
+        await refresh_keys(replica.state.runtime)
+
+        for http in (client, other):
+            assert {old_kid, new_kid} <= (await fetch_jwks(http)).keys()
+        before = (await login(client, account.email, PASSWORD))["access_token"]
+        assert kid_of(before) == old_kid  # not yet active: the old key still signs
+        assert kid_of((await login(other, account.email, PASSWORD))["access_token"]) == old_kid
+
+        # Time passes beyond the activation (the key ring's clock; tokens use the real one).
+        move_key_clock(monkeypatch, rotation.activates_at + timedelta(seconds=1))
+        after = (await login(client, account.email, PASSWORD))["access_token"]
+        assert kid_of(after) == new_kid
+        from_replica = (await login(other, account.email, PASSWORD))["access_token"]
+        assert kid_of(from_replica) == new_kid
+
+        jwks = await fetch_jwks(other)
+        assert {old_kid, new_kid} <= jwks.keys()  # the old key's tokens are still live
+        for token in (account.access_token, before, after, from_replica):
+            assert verify_as_relying_party(token, jwks)["sub"] == account.user_id
+            for http in (client, other):
+                me = await http.get("/api/v1/auth/me", headers=bearer(token))
+                assert me.status_code == 200, me.text
+
+        # Once the last token the old key may have signed has expired, it is unpublished.
+        move_key_clock(monkeypatch, rotation.previous_retire_after + timedelta(seconds=1))
+        await refresh_keys(runtime)
+        assert old_kid not in await fetch_jwks(client)
+        assert new_kid in await fetch_jwks(client)
+    monkeypatch.undo()
+    await refresh_keys(runtime)  # back to real time for the tests that follow
+
+
+async def test_a_key_pending_activation_is_published_but_does_not_sign(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A token signed with a published, not yet active key verifies (a replica whose clock
+    runs ahead may already use it), while this replica keeps signing with the current key."""
+    account = await sign_up(client)
+    row = new_signing_key("ES256", runtime.cipher)
+    row.activated_at = utcnow() + timedelta(hours=1)
+    row.retire_after = utcnow() + timedelta(hours=2)  # never becomes current in other tests
     async with runtime.db.transaction() as session:
-        new_key, replaced = await rotate_signing_key(
-            session, algorithm="ES256", cipher=runtime.cipher, grace=grace
-        )
+        session.add(row)
     await refresh_keys(runtime)
-
-    assert new_key.kid != old_kid
-    assert old_kid in replaced
-    assert runtime.keys.current().kid == new_key.kid
-    new_token = (await login(client, account.email, PASSWORD))["access_token"]
-    assert kid_of(new_token) == new_key.kid
-
-    jwks = await fetch_jwks(client)
-    assert {old_kid, new_key.kid} <= jwks.keys()
-    for token in (account.access_token, new_token):
-        assert verify_as_relying_party(token, jwks)["sub"] == account.user_id
-        me = await client.get("/api/v1/auth/me", headers=bearer(token))
-        assert me.status_code == 200
+    assert row.kid in await fetch_jwks(client)
+    assert kid_of((await login(client, account.email, PASSWORD))["access_token"]) != row.kid
+    key = runtime.keys.verifying_key(row.kid)
+    assert key is not None
+    token = jwt.encode(
+        access_claims(runtime, account),
+        key.private_key,
+        algorithm="ES256",
+        headers={"kid": key.kid, **ACCESS_TOKEN_HEADER},
+    )
+    me = await client.get("/api/v1/auth/me", headers=bearer(token))
+    assert me.status_code == 200, me.text
 
 
 async def test_retired_key_leaves_the_jwks_and_its_tokens_fail(
@@ -144,7 +246,7 @@ async def test_retired_key_leaves_the_jwks_and_its_tokens_fail(
         access_claims(runtime, account),
         key.private_key,
         algorithm="ES256",
-        headers={"kid": key.kid},
+        headers={"kid": key.kid, **ACCESS_TOKEN_HEADER},
     )
     assert row.kid in await fetch_jwks(client)
     before = await client.get("/api/v1/auth/me", headers=bearer(token))
@@ -168,23 +270,56 @@ async def test_retired_key_leaves_the_jwks_and_its_tokens_fail(
 
 
 async def test_cli_keys_rotate_reaches_a_running_app(private_sqlite: Settings) -> None:
-    """`keys rotate` prints the new kid; after its key refresh the app signs with it."""
+    """`keys rotate` prints the new kid and its activation time; a running app publishes
+    the key at its next refresh and keeps signing with the old one until then."""
     async with running_app(private_sqlite) as app, client_for(app) as client:
         account = await sign_up(client)
         old_kid = kid_of(account.access_token)
 
+        started = utcnow()
         output = await run_cli(private_sqlite, "keys", "rotate")
 
         assert output["kid"] != old_kid
         assert output["algorithm"] == "ES256"
         assert output["previous"] == [old_kid]
+        assert output["immediately"] is False
+        activates_at = datetime.fromisoformat(output["activates_at"]).replace(tzinfo=UTC)
+        delay = (activates_at - started).total_seconds()
+        assert 899 <= delay <= 910  # SIGNING_KEY_ACTIVATION_DELAY_SECONDS, default 900
+        retire = datetime.fromisoformat(output["previous_retire_after"]).replace(tzinfo=UTC)
+        assert retire - activates_at >= timedelta(seconds=900)  # its last token's lifetime
         await refresh_keys(app.state.runtime)
         jwks = await fetch_jwks(client)
         assert {old_kid, output["kid"]} <= jwks.keys()
         new_token = (await login(client, account.email, PASSWORD))["access_token"]
-        assert kid_of(new_token) == output["kid"]
+        assert kid_of(new_token) == old_kid
         me = await client.get("/api/v1/auth/me", headers=account.headers)
         assert me.status_code == 200
+
+
+async def test_cli_keys_rotate_immediately_replaces_a_compromised_key(
+    private_sqlite: Settings,
+) -> None:
+    """`keys rotate --immediately` signs with the new key at once and unpublishes the old
+    one: tokens it signed get 401, and a refresh gets a token of the new key."""
+    async with running_app(private_sqlite) as app, client_for(app) as client:
+        account = await sign_up(client)
+        old_kid = kid_of(account.access_token)
+
+        output = await run_cli(private_sqlite, "keys", "rotate", "--immediately")
+
+        assert output["previous"] == [old_kid]
+        assert output["immediately"] is True
+        await refresh_keys(app.state.runtime)
+        assert set(await fetch_jwks(client)) == {output["kid"]}
+        me = await client.get("/api/v1/auth/me", headers=account.headers)
+        assert me.status_code == 401
+        assert me.json()["error"]["code"] == "INVALID_TOKEN"
+        refreshed = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": account.refresh_token}
+        )
+        assert refreshed.status_code == 200
+        assert kid_of(refreshed.json()["access_token"]) == output["kid"]
 
 
 async def test_rs256_app_issues_rs256_tokens(private_sqlite: Settings) -> None:

@@ -125,6 +125,17 @@ def jti_missing(scene: Scene) -> str:
     return sign_with_current_key(scene.runtime, claims)
 
 
+def typ_jwt(scene: Scene) -> str:
+    # Another kind of JWT signed with the same key (an ID token, say) is not an access token.
+    claims = access_claims(scene.runtime, scene.attacker)
+    return sign_with_current_key(scene.runtime, claims, typ="JWT")
+
+
+def typ_missing(scene: Scene) -> str:
+    claims = access_claims(scene.runtime, scene.attacker)
+    return sign_with_current_key(scene.runtime, claims, typ=None)
+
+
 def signature_stripped(scene: Scene) -> str:
     header, payload, _ = scene.attacker.access_token.split(".")
     return f"{header}.{payload}."
@@ -144,6 +155,8 @@ FORGERIES: dict[str, Callable[[Scene], str]] = {
     "type refresh": type_refresh,
     "type missing": type_missing,
     "jti missing": jti_missing,
+    "typ JWT instead of at+jwt": typ_jwt,
+    "typ missing": typ_missing,
     "signature stripped": signature_stripped,
 }
 

@@ -32,6 +32,7 @@ class AuditEventType(StrEnum):
     ORGANIZATION_DELETED = "organization.deleted"
     PERMISSION_DENIED = "authz.permission_denied"
     SIGNING_KEY_ROTATED = "keys.rotated"
+    SIGNING_KEYS_ENCRYPTED = "keys.encrypted"
     SERVICE_CLIENT_CREATED = "service_client.created"
     SERVICE_CLIENT_REVOKED = "service_client.revoked"
 

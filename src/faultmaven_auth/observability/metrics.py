@@ -167,6 +167,11 @@ class Metrics:
         self.security_events_total = counter(
             "security_events_total", "Security events by type", ("event_type",)
         )
+        self.telemetry_store_errors_total = counter(
+            "telemetry_store_errors_total",
+            "Best-effort telemetry writes to the key-value store that failed, by what was written",
+            ("operation",),
+        )
         registry.register(self.computed)
 
     # Small named helpers keep label spelling in one place.
@@ -190,6 +195,9 @@ class Metrics:
 
     def security_event(self, event_type: str) -> None:
         self.security_events_total.labels(event_type).inc()
+
+    def telemetry_store_error(self, operation: str) -> None:
+        self.telemetry_store_errors_total.labels(operation).inc()
 
     def user_created(self, organization_id: object) -> None:
         self.new_users_total.labels(self.org_label(organization_id)).inc()

@@ -4,6 +4,12 @@ Verification trusts nothing in the token before the signature checks out: the ``
 picks a key we published, the algorithm comes from that key (never from the header, so
 ``alg: none`` and HS256-with-the-public-key are refused), and ``iss``, ``aud``, ``exp``,
 ``iat``, ``sub``, ``jti`` and ``type=access`` are all required.
+
+The tokens follow RFC 9068 (JWT profile for OAuth 2.0 access tokens): header
+``typ: at+jwt``, which verification insists on, so no other JWT signed by these keys
+(an ID token, a logout token) can pass for an access token. ``client_id`` is the fixed
+``FIRST_PARTY_CLIENT_ID``: tokens come from this service's own login, not from an
+OAuth client registration.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.tokens.keys import KeyRing
 
 ACCESS_TOKEN_TYPE = "access"
+JWT_TYPE = "at+jwt"  # RFC 9068 section 2.1
+_ACCEPTED_TYPES = {JWT_TYPE, "application/at+jwt"}  # compared case-insensitively
+FIRST_PARTY_CLIENT_ID = "faultmaven-auth"
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "exp", "iat", "jti", "org_id", "sid", "type"]
 
 
@@ -72,17 +81,26 @@ class AccessTokenCodec:
         self.ttl = ttl
 
     def issue(
-        self, *, user_id: uuid.UUID, organization_id: uuid.UUID, session_id: uuid.UUID
+        self,
+        *,
+        user_id: uuid.UUID,
+        organization_id: uuid.UUID,
+        session_id: uuid.UUID,
+        not_after: datetime | None = None,
     ) -> IssuedAccessToken:
+        """A signed token; it expires after the TTL, or at ``not_after`` if that is sooner."""
         key = self._keys.current()
         now = utcnow().replace(microsecond=0)
+        expires_at = now + self.ttl
+        if not_after is not None:
+            expires_at = min(expires_at, not_after.replace(microsecond=0))
         claims = AccessClaims(
             user_id=user_id,
             organization_id=organization_id,
             session_id=session_id,
             jti=str(uuid.uuid4()),
             issued_at=now,
-            expires_at=now + self.ttl,
+            expires_at=expires_at,
             issuer=self.issuer,
             audience=self.audience,
         )
@@ -95,10 +113,14 @@ class AccessTokenCodec:
             "iat": int(now.timestamp()),
             "exp": int(claims.expires_at.timestamp()),
             "jti": claims.jti,
+            "client_id": FIRST_PARTY_CLIENT_ID,
             "type": ACCESS_TOKEN_TYPE,
         }
         token = jwt.encode(
-            payload, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid}
+            payload,
+            key.private_key,
+            algorithm=key.algorithm,
+            headers={"kid": key.kid, "typ": JWT_TYPE},
         )
         return IssuedAccessToken(token=token, claims=claims)
 
@@ -131,6 +153,10 @@ class AccessTokenCodec:
             raise ExpiredToken from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken from exc
+        # Checked after the signature and expiry, so an expired token still counts as expired.
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYPES:
+            raise InvalidToken
         if payload.get("type") != ACCESS_TOKEN_TYPE:
             raise InvalidToken
         try:

@@ -118,16 +118,19 @@ async def jwks(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
 
 @well_known.get("/.well-known/openid-configuration")
 async def openid_configuration(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """Issuer metadata: only what this service really offers.
+
+    There is no OAuth token or authorization endpoint (login takes JSON email and
+    password), so no ``token_endpoint``, grant types or response types are advertised.
+    ``id_token_signing_alg_values_supported`` is kept because discovery clients require
+    it and JWT libraries read it to choose the algorithm; it names the access tokens'
+    algorithm (no ID tokens are issued).
+    """
     issuer = runtime.settings.jwt_issuer.rstrip("/")
     return {
         "issuer": runtime.settings.jwt_issuer,
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "token_endpoint": f"{issuer}/api/v1/auth/login",
         "introspection_endpoint": f"{issuer}/api/v1/auth/introspect",
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
         "id_token_signing_alg_values_supported": [runtime.settings.jwt_algorithm.value],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
-        "grant_types_supported": ["password", "refresh_token"],
     }

@@ -2,9 +2,19 @@
 
 Keys live in the ``signing_keys`` table so every replica signs with the same current key
 and verifies every published one. The private key is AES-GCM encrypted at rest when
-``SIGNING_KEY_ENCRYPTION_KEY`` is set (production requires it). ``KeyRing`` parses each
-key once and keeps it in memory; ``refresh`` (run periodically by the app) only parses
-keys it has not seen, so a rotation made by the CLI reaches running servers.
+``SIGNING_KEY_ENCRYPTION_KEY`` is set (production requires it); keys stored before the
+secret was set are encrypted at the next start (``encrypt_plaintext_keys``). ``KeyRing``
+parses each key once and keeps it in memory; ``refresh`` (run periodically by the app)
+only parses keys it has not seen, so a rotation made by the CLI reaches running servers.
+
+Rotation is publish-then-activate. A key's life, by its two timestamps:
+
+    created ── published (verifies) ── activated_at: signs ── superseded ── retire_after
+                                                                            (unpublished)
+
+``rotate_signing_key`` sets the new key's ``activated_at`` in the future (the activation
+delay), so every replica and every verifier's cached JWKS knows it before it signs; the
+old key keeps signing until then and stays published until its last token has expired.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.errors import ServiceUnavailable
@@ -48,6 +58,9 @@ class LoadedKey:
 
     def usable_at(self, now: datetime) -> bool:
         return self.retire_after is None or now < self.retire_after
+
+    def signs_at(self, now: datetime) -> bool:
+        return self.activated_at is not None and self.activated_at <= now and self.usable_at(now)
 
 
 class KeyCipher:
@@ -120,16 +133,32 @@ def new_signing_key(algorithm: str, cipher: KeyCipher) -> SigningKey:
     )
 
 
-async def rotate_signing_key(
-    session: AsyncSession, *, algorithm: str, cipher: KeyCipher, grace: timedelta
-) -> tuple[SigningKey, list[str]]:
-    """Make a new current key; older keys stay published for ``grace``, then retire.
+@dataclass(frozen=True)
+class Rotation:
+    key: SigningKey
+    previous: list[str]
+    activates_at: datetime
+    previous_retire_after: datetime
 
-    Returns the new key and the kids of the keys it replaced.
+
+async def rotate_signing_key(
+    session: AsyncSession,
+    *,
+    algorithm: str,
+    cipher: KeyCipher,
+    activation_delay: timedelta,
+    token_lifetime: timedelta,
+) -> Rotation:
+    """Publish a new key now that signs from ``now + activation_delay``.
+
+    Keys not already on their way out keep signing until then and retire once the
+    last token they may sign has expired (``token_lifetime`` after the activation).
+    With a zero delay the new key signs at once (the emergency path).
     """
     now = utcnow()
+    activates_at = now + activation_delay
     key = new_signing_key(algorithm, cipher)
-    key.activated_at = now
+    key.activated_at = activates_at
     current = (
         await session.scalars(
             select(SigningKey).where(
@@ -137,11 +166,28 @@ async def rotate_signing_key(
             )
         )
     ).all()
+    retire_after = activates_at + token_lifetime
     for old in current:
-        old.retire_after = now + grace
+        old.retire_after = retire_after
     session.add(key)
     await session.flush()
-    return key, [old.kid for old in current]
+    return Rotation(
+        key=key,
+        previous=[old.kid for old in current],
+        activates_at=activates_at,
+        previous_retire_after=retire_after,
+    )
+
+
+async def retire_keys_now(session: AsyncSession, kids: list[str]) -> None:
+    """Unpublish ``kids`` at once: tokens they signed stop verifying (a compromised key)."""
+    if kids:
+        await session.execute(
+            update(SigningKey)
+            .where(SigningKey.kid.in_(kids))
+            .values(retire_after=utcnow())
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def ensure_signing_key(session: AsyncSession, *, algorithm: str, cipher: KeyCipher) -> None:
@@ -153,6 +199,73 @@ async def ensure_signing_key(session: AsyncSession, *, algorithm: str, cipher: K
         key = new_signing_key(algorithm, cipher)
         key.activated_at = utcnow()
         session.add(key)
+
+
+async def encrypt_plaintext_keys(session: AsyncSession, cipher: KeyCipher) -> int:
+    """Encrypt every key stored in plaintext; the number this call encrypted.
+
+    Each row is rewritten only while it is still plaintext (a conditional update), so
+    replicas starting at once encrypt each key exactly once; the loser's update matches
+    no row. Keys stay decryptable either way: both sealed the same PEM with one secret.
+    """
+    if not cipher.enabled:
+        return 0
+    rows = (
+        await session.execute(
+            select(SigningKey.kid, SigningKey.private_key).where(SigningKey.encrypted.is_(False))
+        )
+    ).all()
+    done = 0
+    for kid, pem in rows:
+        result = await session.execute(
+            update(SigningKey)
+            .where(SigningKey.kid == kid, SigningKey.encrypted.is_(False))
+            .values(private_key=cipher.seal(pem, kid), encrypted=True)
+            .execution_options(synchronize_session=False)
+        )
+        done += result.rowcount  # type: ignore[attr-defined]
+    return done
+
+
+@dataclass(frozen=True)
+class KeyInventory:
+    """What is stored, without key material: for ``check-config`` and ``keys encrypt``."""
+
+    total: int
+    plaintext: int
+    encrypted: int
+    undecryptable: int  # encrypted, but not with the configured secret (or none is set)
+
+
+async def inventory_keys(session: AsyncSession, cipher: KeyCipher) -> KeyInventory:
+    """Every stored key counts (retired ones hold private keys too); only keys the service
+    would load (not retired) are tried for decryption."""
+    now = utcnow()
+    rows = (
+        await session.execute(
+            select(
+                SigningKey.kid,
+                SigningKey.private_key,
+                SigningKey.encrypted,
+                SigningKey.retire_after,
+            )
+        )
+    ).all()
+    undecryptable = 0
+    for kid, stored, encrypted, retire_after in rows:
+        if not encrypted or (retire_after is not None and retire_after <= now):
+            continue
+        try:
+            cipher.open(stored, kid, encrypted=True)
+        except KeyDecryptionError:
+            undecryptable += 1
+    plaintext = sum(1 for row in rows if not row.encrypted)
+    return KeyInventory(
+        total=len(rows),
+        plaintext=plaintext,
+        encrypted=len(rows) - plaintext,
+        undecryptable=undecryptable,
+    )
 
 
 class KeyRing:
@@ -187,10 +300,19 @@ class KeyRing:
             if row.retire_after is not None and row.retire_after <= now:
                 continue
             known = self._keys.get(row.kid)
-            if known is not None and known.retire_after == row.retire_after:
+            if known is not None and (known.activated_at, known.retire_after) == (
+                row.activated_at,
+                row.retire_after,
+            ):
                 keys[row.kid] = known
             elif known is not None:
-                keys[row.kid] = LoadedKey(**{**known.__dict__, "retire_after": row.retire_after})
+                keys[row.kid] = LoadedKey(
+                    **{
+                        **known.__dict__,
+                        "activated_at": row.activated_at,
+                        "retire_after": row.retire_after,
+                    }
+                )
             else:
                 keys[row.kid] = self._load(row)
         self._keys = keys
@@ -200,14 +322,20 @@ class KeyRing:
         return bool(self._keys)
 
     def current(self) -> LoadedKey:
-        """The key that signs: the newest active key that has not been superseded."""
+        """The key that signs: the newest key whose activation time has come.
+
+        A key published by a rotation but not yet active only verifies. Should no key
+        be active yet (clocks far apart), the earliest-activating published key signs
+        rather than none.
+        """
         now = utcnow()
-        candidates = [k for k in self._keys.values() if k.retire_after is None and k.activated_at]
-        if not candidates:
-            candidates = [k for k in self._keys.values() if k.usable_at(now)]
-        if not candidates:
+        active = [k for k in self._keys.values() if k.signs_at(now)]
+        if active:
+            return max(active, key=lambda k: k.activated_at or now)
+        pending = [k for k in self._keys.values() if k.usable_at(now)]
+        if not pending:
             raise ServiceUnavailable("No signing key is available", code="NO_SIGNING_KEY")
-        return max(candidates, key=lambda k: k.activated_at or now)
+        return min(pending, key=lambda k: k.activated_at or now)
 
     def verifying_key(self, kid: str) -> LoadedKey | None:
         key = self._keys.get(kid)

@@ -5,6 +5,13 @@ token: the presented one is marked rotated (atomically, so two concurrent refres
 cannot both succeed) and a successor is issued in the same family. Presenting a token
 that was already rotated means a copy is in someone else's hands: the whole family is
 revoked, its access tokens too, and the reuse is audited.
+
+A session also has an absolute lifetime (``SESSION_ABSOLUTE_LIFETIME_SECONDS`` from its
+login): rotation never issues a token that outlives it, and after it refresh is refused.
+
+Telemetry never decides an outcome: the shared success-rate counters live in the
+key-value store, and a store outage after a login has committed is logged and counted
+(``telemetry_store_errors_total``), not turned into a 503 for a session that exists.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.errors import InvalidCredentials, InvalidToken
 from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
+from faultmaven_auth.storage.kv import StoreUnavailable
 from faultmaven_auth.storage.models import Organization, RefreshToken, User
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.tokens.access import AccessClaims
@@ -65,9 +73,14 @@ async def issue_token_pair(
     family_id: uuid.UUID | None = None,
     session_started_at: datetime | None = None,
 ) -> TokenPair:
-    """A new refresh token (in ``family_id``, or a new family) and its access token."""
+    """A new refresh token (in ``family_id``, or a new family) and its access token.
+
+    Neither outlives the session's absolute end (``session_ends_at``).
+    """
     now = utcnow()
     family = family_id or uuid.uuid4()
+    started = session_started_at or now
+    session_end = session_ends_at(runtime, started)
     raw = REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(
         RefreshToken(
@@ -76,22 +89,33 @@ async def issue_token_pair(
             organization_id=user.organization_id,
             token_hash=hash_token(raw),
             created_at=now,
-            expires_at=now + timedelta(seconds=runtime.settings.refresh_token_ttl_seconds),
-            session_started_at=session_started_at or now,
+            expires_at=min(
+                now + timedelta(seconds=runtime.settings.refresh_token_ttl_seconds), session_end
+            ),
+            session_started_at=started,
         )
     )
     access = runtime.access_tokens.issue(
-        user_id=user.id, organization_id=user.organization_id, session_id=family
+        user_id=user.id,
+        organization_id=user.organization_id,
+        session_id=family,
+        not_after=session_end,
     )
     runtime.metrics.token_issued("access")
     runtime.metrics.token_issued("refresh")
     return TokenPair(
         access_token=access.token,
         refresh_token=raw,
-        expires_in=runtime.settings.access_token_ttl_seconds,
+        expires_in=int((access.claims.expires_at - access.claims.issued_at).total_seconds()),
         user_id=user.id,
         organization_id=user.organization_id,
     )
+
+
+def session_ends_at(runtime: Runtime, session_started_at: datetime) -> datetime:
+    """The absolute end of a session that began (logged in) at ``session_started_at``."""
+    lifetime = timedelta(seconds=runtime.settings.session_absolute_lifetime_seconds)
+    return session_started_at + lifetime
 
 
 def _login_account_query(email: str, organization_id: uuid.UUID | None) -> Select[Any]:
@@ -194,11 +218,22 @@ async def login(
 
 
 async def record_auth_attempt(runtime: Runtime, method: str, success: bool, started: float) -> None:
-    """Count an attempt in the metrics and in the shared success-rate counters."""
+    """Count an attempt in the metrics and, best effort, in the shared success-rate counters.
+
+    Called after the attempt's outcome is committed: a store outage here must not turn
+    a committed login into an error, so it is logged and counted instead.
+    """
     runtime.metrics.auth_attempt(
         method, success, time.perf_counter() - started, exemplar=current_trace_exemplar()
     )
-    await runtime.activity.record_auth(success)
+    try:
+        await runtime.activity.record_auth(success)
+    except StoreUnavailable as exc:
+        runtime.metrics.telemetry_store_error("auth_counters")
+        logger.warning(
+            "Could not count the authentication attempt in the key-value store",
+            extra={"event_type": "telemetry_store_error", "reason": type(exc.__cause__).__name__},
+        )
 
 
 async def refresh_session(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
@@ -220,7 +255,13 @@ async def _rotate_refresh_token(runtime: Runtime, raw_token: str, meta: RequestM
         token = await session.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == hash_token(raw_token))
         )
-        if token is None or token.revoked_at is not None or token.expires_at <= now:
+        if (
+            token is None
+            or token.revoked_at is not None
+            or token.expires_at <= now
+            # Tokens stored before the absolute lifetime existed may expire later than it.
+            or session_ends_at(runtime, token.session_started_at) <= now
+        ):
             raise InvalidToken
         claimed = await session.execute(
             update(RefreshToken)
