@@ -18,6 +18,9 @@ from prometheus_client import CollectorRegistry, multiprocess
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from faultmaven_auth import __version__
+from faultmaven_auth.api.cache import NoStoreMiddleware
+from faultmaven_auth.api.methods import install_method_handling
+from faultmaven_auth.api.openapi import install_openapi
 from faultmaven_auth.audit.endpoints import router as audit_router
 from faultmaven_auth.config import Settings, load_settings
 from faultmaven_auth.errors import install_error_handlers
@@ -241,6 +244,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         telemetry=None if tracing is None else {"tracing": False},
     )
     install_error_handlers(app)
+    install_method_handling(app)
+    install_openapi(app)
     for router in (
         health_router,
         metrics_router,
@@ -281,6 +286,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         trusted_proxies=settings.trusted_proxies,
         log_request_start=settings.log_request_start,
     )
+    # Outside the request context, so even its last-resort 500 is not cacheable.
+    app.add_middleware(NoStoreMiddleware)
     if tracing is not None:
         # Outermost, so request logs and the metrics' exemplars see the request's span.
         app.add_middleware(ServerSpanMiddleware, tracer=tracing.tracer)

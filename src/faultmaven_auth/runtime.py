@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from opentelemetry.trace import Tracer
 
+from faultmaven_auth.api.openapi import declares_errors
 from faultmaven_auth.config import Settings
 from faultmaven_auth.identity.passwords import PasswordHasher
 from faultmaven_auth.observability.activity import ActivityTracker
@@ -35,6 +36,8 @@ class Runtime:
     tracer: Tracer  # the no-op tracer when tracing is off
 
 
+# Whatever uses the runtime may reach the database or the store: 503 when they are down.
+@declares_errors(503)
 def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime

@@ -49,7 +49,20 @@ async def list_events(
     )
 
 
-@router.get("/export", response_class=StreamingResponse)
+class NdjsonStream(StreamingResponse):
+    media_type = "application/x-ndjson"
+
+
+@router.get(
+    "/export",
+    response_class=NdjsonStream,
+    responses={
+        200: {
+            "description": "One AuditEvent JSON object per line",
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def export_events(
     flt: AuditFilter = Depends(audit_filter),
     access: OrgAccess = Depends(require(Permission.AUDIT_READ)),

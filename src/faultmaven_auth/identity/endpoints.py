@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Depends, Query, Request, status
 
+from faultmaven_auth.api.openapi import error_responses
 from faultmaven_auth.identity import service
 from faultmaven_auth.identity.password_change import change_own_password
 from faultmaven_auth.identity.schemas import (
@@ -32,7 +33,12 @@ auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/v1/organizations/{org_id}/users", tags=["users"])
 
 
-@auth_router.post("/register", status_code=status.HTTP_201_CREATED, response_model=RegisterResponse)
+@auth_router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RegisterResponse,
+    responses=error_responses(403, 409),  # sign-up turned off; email taken
+)
 async def register(
     body: RegisterRequest, request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> RegisterResponse:
@@ -42,7 +48,11 @@ async def register(
     )
 
 
-@auth_router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+@auth_router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(403, 409),  # wrong current password; a concurrent change won
+)
 async def change_password(
     body: PasswordChange,
     request: Request,
@@ -75,7 +85,9 @@ async def list_users(
     )
 
 
-@users_router.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@users_router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=UserOut, responses=error_responses(409)
+)
 async def create_user(
     body: UserCreate,
     access: OrgAccess = Depends(require(Permission.USERS_CREATE)),
@@ -104,7 +116,7 @@ async def update_user(
     return UserOut.model_validate(await service.update_user(runtime, access, user_id, body))
 
 
-@users_router.delete("/{user_id}", response_model=UserOut)
+@users_router.delete("/{user_id}", response_model=UserOut, responses=error_responses(409))
 async def deactivate_user(
     user_id: uuid.UUID,
     access: OrgAccess = Depends(require(Permission.USERS_DELETE)),

@@ -12,7 +12,7 @@ import hmac
 import logging
 import time
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest as text_latest
@@ -22,6 +22,8 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from sqlalchemy import func, select
 
+from faultmaven_auth.api import security
+from faultmaven_auth.api.openapi import error_responses
 from faultmaven_auth.errors import NotFound, Unauthorized
 from faultmaven_auth.observability.metrics import Metrics, multiprocess_enabled
 from faultmaven_auth.runtime import Runtime, get_runtime
@@ -101,7 +103,22 @@ def check_metrics_token(runtime: Runtime, authorization: str | None) -> None:
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", include_in_schema=False)
+_EXPOSITION = {"schema": {"type": "string"}}
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[Security(security.metrics_token)],
+    responses={
+        200: {
+            "description": "Prometheus text, or OpenMetrics when the scraper accepts it",
+            "content": {"text/plain": _EXPOSITION, "application/openmetrics-text": _EXPOSITION},
+        },
+        # Not served here when it has its own port (METRICS_PORT) or is turned off.
+        **error_responses(404),
+    },
+)
 async def metrics(
     request: Request,
     runtime: Runtime = Depends(get_runtime),

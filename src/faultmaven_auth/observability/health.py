@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from faultmaven_auth.runtime import Runtime, get_runtime
 
@@ -36,7 +37,23 @@ async def health() -> dict[str, str]:
     return {"status": "healthy", "edition": "enterprise"}
 
 
-@router.get("/ready")
+class ReadinessChecks(BaseModel):
+    database: bool
+    redis: bool
+
+
+class Readiness(BaseModel):
+    """The document's description of /ready (the answer is built by hand, below)."""
+
+    status: str
+    checks: ReadinessChecks
+
+
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is not ready"}},
+)
 async def ready(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
     timeout = runtime.settings.health_check_timeout_seconds
     database, redis = await asyncio.gather(

@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Depends, status
 
+from faultmaven_auth.api.openapi import error_responses
 from faultmaven_auth.identity.schemas import UserOut
 from faultmaven_auth.organizations import service
 from faultmaven_auth.organizations.schemas import (
@@ -50,7 +51,12 @@ async def delete_organization(
     await service.delete_organization(runtime, access)
 
 
-@router.post("/invitations", status_code=status.HTTP_201_CREATED, response_model=InvitationCreated)
+@router.post(
+    "/invitations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=InvitationCreated,
+    responses=error_responses(409),
+)
 async def create_invitation(
     body: InvitationCreate,
     access: OrgAccess = Depends(require(Permission.INVITATIONS_MANAGE)),
@@ -71,7 +77,9 @@ async def list_invitations(
     return [InvitationOut.model_validate(r) for r in rows]
 
 
-@router.delete("/invitations/{invitation_id}", response_model=InvitationOut)
+@router.delete(
+    "/invitations/{invitation_id}", response_model=InvitationOut, responses=error_responses(409)
+)
 async def revoke_invitation(
     invitation_id: uuid.UUID,
     access: OrgAccess = Depends(require(Permission.INVITATIONS_MANAGE)),
@@ -91,7 +99,12 @@ async def list_teams(
         return [TeamOut.model_validate(t) for t in await service.list_teams(session, access.org_id)]
 
 
-@router.post("/teams", status_code=status.HTTP_201_CREATED, response_model=TeamOut)
+@router.post(
+    "/teams",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TeamOut,
+    responses=error_responses(409),
+)
 async def create_team(
     body: TeamCreate,
     access: OrgAccess = Depends(require(Permission.TEAMS_CREATE)),
@@ -110,7 +123,7 @@ async def get_team(
         return TeamOut.model_validate(await service.get_team(session, access.org_id, team_id))
 
 
-@router.patch("/teams/{team_id}", response_model=TeamOut)
+@router.patch("/teams/{team_id}", response_model=TeamOut, responses=error_responses(409))
 async def update_team(
     team_id: uuid.UUID,
     body: TeamUpdate,
@@ -141,7 +154,10 @@ async def list_team_members(
 
 
 @router.post(
-    "/teams/{team_id}/members", status_code=status.HTTP_201_CREATED, response_model=UserOut
+    "/teams/{team_id}/members",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=error_responses(409),
 )
 async def add_team_member(
     team_id: uuid.UUID,

@@ -16,10 +16,12 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from faultmaven_auth.api import security
+from faultmaven_auth.api.openapi import declares_errors
 from faultmaven_auth.audit.events import AuditEventType, Outcome
 from faultmaven_auth.audit.recorder import RequestMeta, audited_transaction, record_audit_event
 from faultmaven_auth.errors import InvalidToken, NotFound, PermissionDenied, Unauthorized
@@ -127,7 +129,11 @@ async def authenticate_request(
     return principal
 
 
-async def current_principal(request: Request, runtime: Runtime = Depends(get_runtime)) -> Principal:
+async def current_principal(
+    request: Request,
+    runtime: Runtime = Depends(get_runtime),
+    _scheme: None = Security(security.access_token),
+) -> Principal:
     cached = getattr(request.state, "principal", None)
     if isinstance(cached, Principal):
         return cached
@@ -208,6 +214,7 @@ class OrgAccess:
 
 
 def require(permission: Permission) -> Callable[..., Awaitable[OrgAccess]]:
+    @declares_errors(403, 404)
     async def dependency(
         org_id: uuid.UUID,
         request: Request,

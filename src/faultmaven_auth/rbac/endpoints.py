@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Depends, status
 
+from faultmaven_auth.api.openapi import error_responses
 from faultmaven_auth.errors import NotFound
 from faultmaven_auth.identity.service import get_user
 from faultmaven_auth.rbac import service
@@ -48,7 +49,12 @@ async def get_one_role(
     return service.role_out(role, permissions[role.id])
 
 
-@router.post("/roles", status_code=status.HTTP_201_CREATED, response_model=RoleOut)
+@router.post(
+    "/roles",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RoleOut,
+    responses=error_responses(409),
+)
 async def create_role(
     body: RoleCreate,
     access: OrgAccess = Depends(require(Permission.ROLES_MANAGE)),
@@ -57,7 +63,7 @@ async def create_role(
     return await service.create_role(runtime, access, body)
 
 
-@router.patch("/roles/{role_id}", response_model=RoleOut)
+@router.patch("/roles/{role_id}", response_model=RoleOut, responses=error_responses(409))
 async def update_role(
     role_id: uuid.UUID,
     body: RoleUpdate,
@@ -67,7 +73,9 @@ async def update_role(
     return await service.update_role(runtime, access, role_id, body)
 
 
-@router.delete("/roles/{role_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/roles/{role_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(409)
+)
 async def delete_role(
     role_id: uuid.UUID,
     access: OrgAccess = Depends(require(Permission.ROLES_MANAGE)),
@@ -89,7 +97,7 @@ async def get_user_roles(
     return [service.role_out(r, permissions[r.id]) for r in roles]
 
 
-@router.put("/users/{user_id}/roles", response_model=list[RoleOut])
+@router.put("/users/{user_id}/roles", response_model=list[RoleOut], responses=error_responses(409))
 async def put_user_roles(
     user_id: uuid.UUID,
     body: UserRolesUpdate,

@@ -6,8 +6,10 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Request, Security, status
 
+from faultmaven_auth.api import security
+from faultmaven_auth.api.openapi import error_responses
 from faultmaven_auth.errors import BadRequest
 from faultmaven_auth.organizations.service import team_ids_of_user
 from faultmaven_auth.rbac.dependencies import (
@@ -38,7 +40,7 @@ def _tokens(pair: service.TokenPair) -> TokenResponse:
     )
 
 
-@router.post("/login", response_model=TokenResponse)
+@router.post("/login", response_model=TokenResponse, responses=error_responses(401))
 async def login(
     body: LoginRequest, request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> TokenResponse:
@@ -52,7 +54,7 @@ async def login(
     return _tokens(pair)
 
 
-@router.post("/refresh", response_model=TokenResponse)
+@router.post("/refresh", response_model=TokenResponse, responses=error_responses(401))
 async def refresh(
     body: RefreshRequest, request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> TokenResponse:
@@ -60,14 +62,18 @@ async def refresh(
     return _tokens(pair)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Security(security.access_token)],
+)
 async def logout(request: Request, runtime: Runtime = Depends(get_runtime)) -> None:
     # Only the token itself is checked: a user deactivated a second ago can still log out.
     claims = await verify_access_token(runtime, bearer_token(request))
     await service.logout(runtime, claims, request_meta(request))
 
 
-@router.get("/me", response_model=MeResponse)
+@router.get("/me", response_model=MeResponse, dependencies=[Security(security.access_token)])
 async def me(request: Request, runtime: Runtime = Depends(get_runtime)) -> MeResponse:
     # One session for authentication and the team lookup: one connection checkout.
     async with runtime.db.session() as session:
@@ -102,7 +108,27 @@ async def _introspection_token(request: Request) -> str:
     return token
 
 
-@router.post("/introspect")
+# The body is read by hand (form or JSON), so FastAPI cannot document it by itself.
+_INTROSPECTION_BODY = {
+    "required": True,
+    "content": {
+        media_type: {
+            "schema": {
+                "type": "object",
+                "required": ["token"],
+                "properties": {"token": {"type": "string", "minLength": 1, "maxLength": 8192}},
+            }
+        }
+        for media_type in ("application/x-www-form-urlencoded", "application/json")
+    },
+}
+
+
+@router.post(
+    "/introspect",
+    dependencies=[Security(security.service_client)],
+    openapi_extra={"requestBody": _INTROSPECTION_BODY},
+)
 async def introspect(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """RFC 7662 token introspection for service clients (HTTP Basic)."""
     async with runtime.db.session() as session:
