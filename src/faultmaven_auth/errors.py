@@ -18,8 +18,20 @@ installed by ``install_error_handlers`` turn them (and framework errors) into
     ├── PayloadTooLarge           413     PAYLOAD_TOO_LARGE
     └── ServiceUnavailable        503     SERVICE_UNAVAILABLE
 
-Unexpected exceptions never reach the client as a traceback: the request middleware
-logs them and answers 500 ``INTERNAL_ERROR``.
+Third-party exceptions are translated here, at the boundary:
+
+    sqlalchemy OperationalError, InterfaceError,
+      ConnectionError, TimeoutError        503     DATABASE_UNAVAILABLE
+    sqlalchemy DataError (value too long,
+      bad encoding, out of range),
+      UnicodeEncodeError (lone surrogate)  422     INVALID_DATA
+    sqlalchemy IntegrityError not handled
+      by a service (a lost race)           409     CONFLICT
+
+Their text is never logged or returned: a driver message can quote the row ("Key
+(email)=(ann@example.com) already exists"); the log line names the error type and
+SQLSTATE only. Unexpected exceptions never reach the client as a traceback: the
+request middleware logs them and answers 500 ``INTERNAL_ERROR``.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faultmaven_auth.observability.context import current_request_id
@@ -211,8 +223,42 @@ async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _driver_error_fields(exc: Exception) -> dict[str, Any]:
+    """What may be logged about a driver error: its types and SQLSTATE, never its text."""
+    orig = getattr(exc, "orig", None)
+    fields: dict[str, Any] = {"reason": type(orig if orig is not None else exc).__name__}
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(sqlstate, str):
+        fields["sqlstate"] = sqlstate
+    return fields
+
+
+async def _data_refused(_: Request, exc: Exception) -> JSONResponse:
+    # Input validation should have refused the value first; when it did not (a value
+    # too long for its column, text the database cannot encode), it is still the
+    # request's data at fault: a 4xx the client can act on, never a 500.
+    logger.warning("The database refused a value", extra=_driver_error_fields(exc))
+    return JSONResponse(
+        error_body("INVALID_DATA", "The request contains a value that cannot be stored"),
+        status_code=422,
+    )
+
+
+async def _integrity_conflict(_: Request, exc: Exception) -> JSONResponse:
+    # Services check uniqueness and references first; reaching here means a concurrent
+    # request won the race. The constraint text (with row values) stays out of the log.
+    logger.warning("A database constraint refused a change", extra=_driver_error_fields(exc))
+    return JSONResponse(
+        error_body("CONFLICT", "The change conflicts with the current state; retry"),
+        status_code=409,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(DataError, _data_refused)
+    app.add_exception_handler(UnicodeEncodeError, _data_refused)
+    app.add_exception_handler(IntegrityError, _integrity_conflict)
     for exc_type in (OperationalError, InterfaceError, ConnectionError, TimeoutError):
         app.add_exception_handler(exc_type, _dependency_down)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.errors import Unauthorized
+from faultmaven_auth.hostile_input import unsafe_text
 from faultmaven_auth.storage.models import ServiceClient
 from faultmaven_auth.tokens.service import hash_token
 
@@ -53,7 +54,9 @@ def parse_basic_auth(header: str | None) -> tuple[str, str]:
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise _client_auth_failed() from exc
     client_id, sep, secret = decoded.partition(":")
-    if not sep:
+    # Control characters are in no issued id or secret; refused here, they never reach
+    # a query (PostgreSQL would fail on a NUL where SQLite just finds nothing).
+    if not sep or unsafe_text(decoded) is not None:
         raise _client_auth_failed()
     return client_id, secret
 
