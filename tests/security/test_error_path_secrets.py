@@ -186,15 +186,22 @@ async def test_a_crash_with_secrets_in_its_message_is_logged_scrubbed(
 
 
 def test_with_pii_allowed_emails_stay_but_secrets_still_go() -> None:
-    """LOG_INCLUDE_PII=true unmasks emails in exception text, never hashes or passwords."""
+    """LOG_INCLUDE_PII=true unmasks emails in exception text; hashes, passwords, SQL
+    parameters never appear."""
     formatter = JsonFormatter(_Fields("svc", "test", include_pii=True, trace_ids=lambda: None))
     hashed = "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
     try:
-        raise RuntimeError(f"ann@example.com password={PASSWORD} {hashed}")
+        sql_error = (  # the shape of a SQLAlchemy error without hide_parameters
+            "[SQL: INSERT INTO users (email, full_name) VALUES ($1, $2)]\n"
+            "[parameters: ('bob@example.com', 'Robert Secretperson')]"
+        )
+        raise RuntimeError(f"ann@example.com password={PASSWORD} {hashed}\n{sql_error}")
     except RuntimeError:
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
     line = json.loads(formatter.format(record))
-    assert line["exception"]["message"] == "ann@example.com password=[REDACTED] [REDACTED]"
+    assert line["exception"]["message"].startswith("ann@example.com password=[REDACTED] [REDACTED]")
+    assert "[parameters: [REDACTED]]" in line["exception"]["message"]
+    assert "Secretperson" not in line["exception"]["traceback"]
     assert "ann@example.com" in line["exception"]["traceback"]
     assert PASSWORD not in line["exception"]["traceback"]
     assert "$argon2" not in line["exception"]["traceback"]
