@@ -189,8 +189,9 @@ async def _remember_request_secrets(request: httpx.Request) -> None:
     if request.url.path.endswith(("/auth/login", "/auth/register")):
         _AUTH_REQUESTS.append(request.url.path)
     if request.headers.get("content-type", "").startswith("application/json"):
-        # A streamed body (no `content` yet) carries nothing the tests remember.
-        with suppress(ValueError, httpx.RequestNotRead):
+        # A streamed body (no `content` yet) carries nothing the tests remember; nor does
+        # a deliberately malformed or absurdly nested one.
+        with suppress(ValueError, RecursionError, httpx.RequestNotRead):
             remember_secrets(json.loads(request.content or b"null"), _SECRET_REQUEST_FIELDS)
 
 
@@ -237,6 +238,9 @@ def secret_guard() -> Iterator[None]:
         if secret in text
     ]
     assert not leaks, f"secrets leaked into telemetry: {leaks}"
+    # Whatever the password, its hash must never be written anywhere either.
+    hashes = [where for where, text in haystacks.items() if "$argon2" in text]
+    assert not hashes, f"password hashes leaked into telemetry: {hashes}"
 
 
 def client_for(app: FastAPI) -> httpx.AsyncClient:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import prometheus_client
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.trace import NoOpTracer, Tracer
 from prometheus_client import CollectorRegistry, multiprocess
@@ -50,6 +50,7 @@ from faultmaven_auth.observability.tracing import (
 from faultmaven_auth.organizations.endpoints import router as organizations_router
 from faultmaven_auth.rbac.endpoints import router as roles_router
 from faultmaven_auth.runtime import Runtime
+from faultmaven_auth.schemas import refuse_unsafe_parameters
 from faultmaven_auth.storage.db import Database, create_engine
 from faultmaven_auth.storage.kv import build_kv_store
 from faultmaven_auth.tokens.access import AccessTokenCodec
@@ -242,6 +243,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         # FastAPI's own spans (made only when a global provider is set) would be roots of
         # their own next to ServerSpanMiddleware's; with tracing on, ours are the spans.
         telemetry=None if tracing is None else {"tracing": False},
+        # Query and path parameters of every route, like bodies, refuse control characters.
+        dependencies=[Depends(refuse_unsafe_parameters)],
     )
     install_error_handlers(app)
     install_method_handling(app)

@@ -18,8 +18,28 @@ installed by ``install_error_handlers`` turn them (and framework errors) into
     ├── PayloadTooLarge           413     PAYLOAD_TOO_LARGE
     └── ServiceUnavailable        503     SERVICE_UNAVAILABLE
 
-Unexpected exceptions never reach the client as a traceback: the request middleware
-logs them and answers 500 ``INTERNAL_ERROR``.
+Third-party exceptions are translated here, at the boundary:
+
+    sqlalchemy OperationalError, InterfaceError,
+      ConnectionError, TimeoutError        503     DATABASE_UNAVAILABLE
+    any DBAPIError whose driver error is a
+      data exception (SQLSTATE class 22:
+      value too long, NUL or bad encoding,
+      out of range; asyncpg's client-side
+      conversion errors), DataError,
+      UnicodeEncodeError (lone surrogate)  422     INVALID_DATA
+    sqlalchemy IntegrityError not handled
+      by a service (a lost race)           409     CONFLICT
+
+asyncpg's data exceptions reach us as a plain ``DBAPIError`` (SQLAlchemy maps only
+integrity and syntax errors to their own classes), hence the SQLSTATE test. Their text
+is never logged or returned: a driver message can quote the value or the row ("invalid
+input for query argument $1: 'ann@example.com'", "Key (email)=(...) already exists");
+the log line names the error type and SQLSTATE only.
+
+Other database errors, and every unexpected exception, go on to the request
+middleware: it logs them (scrubbed like every line) and answers 500 ``INTERNAL_ERROR``;
+a traceback never reaches the client.
 """
 
 from __future__ import annotations
@@ -30,7 +50,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faultmaven_auth.observability.context import current_request_id
@@ -211,8 +237,73 @@ async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _driver_errors(exc: BaseException) -> list[BaseException]:
+    """The exception, the DBAPI error it wraps, and their causes (the driver's own)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 8:
+        chain.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return chain
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for error in _driver_errors(exc):
+        state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A value the database (or its driver) cannot store or compare: the request's fault."""
+    if isinstance(exc, DataError | UnicodeEncodeError):
+        return True
+    state = _sqlstate(exc)
+    if state is not None and state.startswith("22"):  # SQL standard: data exception
+        return True
+    return any(isinstance(e, UnicodeEncodeError) for e in _driver_errors(exc))
+
+
+def _driver_error_fields(exc: BaseException) -> dict[str, Any]:
+    """What may be logged about a driver error: its type and SQLSTATE, never its text."""
+    chain = _driver_errors(exc)
+    fields: dict[str, Any] = {"reason": type(chain[-1]).__name__}
+    state = _sqlstate(exc)
+    if state is not None:
+        fields["sqlstate"] = state
+    return fields
+
+
+async def _database_error(_: Request, exc: Exception) -> JSONResponse:
+    # Input validation should have refused the value first; when it did not (a value
+    # too long for its column, text the database cannot encode), it is still the
+    # request's data at fault: a 4xx the client can act on, never a 500.
+    if not is_data_error(exc):
+        raise exc
+    logger.warning("The database refused a value", extra=_driver_error_fields(exc))
+    return JSONResponse(
+        error_body("INVALID_DATA", "The request contains a value that cannot be stored"),
+        status_code=422,
+    )
+
+
+async def _integrity_conflict(_: Request, exc: Exception) -> JSONResponse:
+    # Services check uniqueness and references first; reaching here means a concurrent
+    # request won the race. The constraint text (with row values) stays out of the log.
+    logger.warning("A database constraint refused a change", extra=_driver_error_fields(exc))
+    return JSONResponse(
+        error_body("CONFLICT", "The change conflicts with the current state; retry"),
+        status_code=409,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
+    for data_error in (DBAPIError, UnicodeEncodeError):
+        app.add_exception_handler(data_error, _database_error)
+    app.add_exception_handler(IntegrityError, _integrity_conflict)
     for exc_type in (OperationalError, InterfaceError, ConnectionError, TimeoutError):
         app.add_exception_handler(exc_type, _dependency_down)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -5,17 +5,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 
 from faultmaven_auth.audit.repository import AuditFilter, iter_audit_events, list_audit_events
 from faultmaven_auth.audit.schemas import AuditEventOut
+from faultmaven_auth.errors import ValidationFailed
 from faultmaven_auth.rbac.dependencies import OrgAccess, require
 from faultmaven_auth.rbac.permissions import Permission
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.schemas import Page, decode_cursor, encode_cursor
+
+# Without an offset a time is ambiguous (and comparing it would fail); ask for one.
+_SINCE_UNTIL = "ISO-8601 time with an offset, e.g. 2026-01-01T00:00:00Z"
 
 router = APIRouter(prefix="/api/v1/organizations/{org_id}/audit-events", tags=["audit"])
 
@@ -23,10 +28,30 @@ router = APIRouter(prefix="/api/v1/organizations/{org_id}/audit-events", tags=["
 def audit_filter(
     event_type: str | None = Query(default=None, max_length=64),
     actor_id: uuid.UUID | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = Query(default=None, description=_SINCE_UNTIL),
+    until: AwareDatetime | None = Query(default=None, description=_SINCE_UNTIL),
 ) -> AuditFilter:
-    return AuditFilter(event_type=event_type, actor_id=actor_id, since=since, until=until)
+    return AuditFilter(
+        event_type=event_type,
+        actor_id=actor_id,
+        since=_in_utc("since", since),
+        until=_in_utc("until", until),
+    )
+
+
+def _in_utc(name: str, value: datetime | None) -> datetime | None:
+    """The same instant in UTC; 0001-01-01T00:00+14:00 has none, and is a 422, not a 500."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        message = "The time is outside the supported range"
+        raise ValidationFailed(
+            details=[
+                {"field": f"query.{name}", "type": "datetime_out_of_range", "message": message}
+            ]
+        ) from exc
 
 
 @router.get("", response_model=Page[AuditEventOut])

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType, Outcome
 from faultmaven_auth.errors import PermissionDenied
+from faultmaven_auth.hostile_input import printable
 from faultmaven_auth.storage.db import Database
 from faultmaven_auth.storage.models import AuditEvent
 
@@ -45,7 +46,7 @@ def record_audit_event(
         target_id=None if target_id is None else str(target_id),
         outcome=outcome.value,
         ip_address=meta.ip_address,
-        user_agent=(meta.user_agent or "")[:512] or None,
+        user_agent=printable(meta.user_agent or "")[:512] or None,
         request_id=meta.request_id,
         details=details or {},
     )

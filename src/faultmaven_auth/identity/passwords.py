@@ -3,11 +3,16 @@
 Argon2 is deliberately slow (tens of milliseconds); run inline it would stall every
 other request on the loop, so hashing and verifying go to a worker thread. A login for
 an unknown email verifies against a dummy hash, so both paths cost the same.
+
+Passwords are used exactly as typed (never trimmed) except for one step: Unicode NFC
+normalization, applied here on both hashing and verifying, so "é" typed as one code
+point or as "e" + combining accent (macOS, some keyboards) is the same password.
 """
 
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher as _Argon2
@@ -29,7 +34,7 @@ class PasswordHasher:
         self._dummy_hash = self._argon2.hash("not-a-real-password-only-for-timing")
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._argon2.hash, password)
+        return await asyncio.to_thread(self._argon2.hash, _normalized(password))
 
     async def verify(self, password_hash: str | None, password: str) -> VerifyResult:
         """Check a password; with no hash (unknown user), still spend the same time."""
@@ -38,9 +43,13 @@ class PasswordHasher:
     def _verify_sync(self, password_hash: str | None, password: str) -> VerifyResult:
         target = password_hash or self._dummy_hash
         try:
-            self._argon2.verify(target, password)
+            self._argon2.verify(target, _normalized(password))
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return VerifyResult(valid=False)
         if password_hash is None:
             return VerifyResult(valid=False)
         return VerifyResult(valid=True, needs_rehash=self._argon2.check_needs_rehash(target))
+
+
+def _normalized(password: str) -> str:
+    return unicodedata.normalize("NFC", password)

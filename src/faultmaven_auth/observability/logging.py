@@ -6,7 +6,11 @@ from ``observability.context`` and ``trace_id``/``span_id`` from the active span
 lines written by libraries inside a request carry them too.
 
 Before a line is written, values under secret-looking keys are replaced and email
-addresses are masked (``j***@example.com``) unless ``LOG_INCLUDE_PII=true``.
+addresses are masked (``j***@example.com``) unless ``LOG_INCLUDE_PII=true``. The same
+scrubbing applies to free text - the message, string fields, and the exception's
+message and traceback (where a database driver may quote a row): argon2 hashes, JWTs,
+our opaque tokens, ``Bearer``/``Basic`` credentials, ``password=...``-style pairs, SQL
+parameter lists and quoted rows are replaced by ``[REDACTED]``.
 """
 
 from __future__ import annotations
@@ -48,11 +52,46 @@ _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {
 }
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 
+_REDACTED = "[REDACTED]"
+_SECRET_KEY_ALTERNATIVES = "|".join(
+    sorted((re.escape(k) for k in _SECRET_KEYS | {"password_hash", "secret_hash"}), key=len)[::-1]
+)
+# (pattern, replacement, cheap substring that must be present for the pattern to match)
+_SECRET_VALUES: tuple[tuple[re.Pattern[str], str, str | None], ...] = (
+    (re.compile(r"\$argon2(?:id|i|d)\$[A-Za-z0-9+/=$,.-]*"), _REDACTED, "$argon2"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), _REDACTED, "eyJ"),
+    (re.compile(r"\b(fm[rsi]_)[A-Za-z0-9_-]{8,}"), r"\1" + _REDACTED, "fm"),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + _REDACTED, None),
+    (
+        re.compile(
+            rf"(?i)([\"']?\b(?:{_SECRET_KEY_ALTERNATIVES})\b[\"']?\s*[:=]\s*)"
+            r"(\"[^\"]*\"|'[^']*'|[^\s,;&)}\]]+)"
+        ),
+        r"\1" + _REDACTED,
+        None,
+    ),
+    # SQLAlchemy's "[parameters: (...)]" (in case an engine lacks hide_parameters) and
+    # PostgreSQL's DETAIL lines, which quote the row or the key that failed.
+    (re.compile(r"\[parameters: [^\n]*"), "[parameters: " + _REDACTED + "]", "[parameters"),
+    (re.compile(r"Failing row contains \([^\n]*"), "Failing row contains " + _REDACTED, "Failing"),
+    (re.compile(r"(Key \([^)\n]*\))=\([^\n]*?\)( |$)"), r"\1=(" + _REDACTED + r")\2", "Key ("),
+)
+
 TraceIds = Callable[[], tuple[str, str] | None]
 
 
 def mask_emails(text: str) -> str:
     return _EMAIL.sub(r"\1***@\2", text)
+
+
+def scrub_text(text: str, *, mask: bool = True) -> str:
+    """Free text as it may be logged: secret-looking values removed, emails masked."""
+    for pattern, replacement, needle in _SECRET_VALUES:
+        if needle is None or needle in text:
+            text = pattern.sub(replacement, text)
+    if mask and "@" in text:
+        text = mask_emails(text)
+    return text
 
 
 def redact(value: Any, *, mask: bool = True) -> Any:
@@ -64,8 +103,8 @@ def redact(value: Any, *, mask: bool = True) -> Any:
         }
     if isinstance(value, list | tuple):
         return [redact(v, mask=mask) for v in value]
-    if mask and isinstance(value, str) and "@" in value:
-        return mask_emails(value)
+    if isinstance(value, str):
+        return scrub_text(value, mask=mask)
     return value
 
 
@@ -92,7 +131,7 @@ class _Fields:
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": mask_emails(message) if self.mask and "@" in message else message,
+            "message": scrub_text(message, mask=self.mask),
             "service": self.service,
             "environment": self.environment,
         }
@@ -105,11 +144,14 @@ class _Fields:
             line.update(redact(extra, mask=self.mask))
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            text = str(exc)
+            # Exception text is free text too: a driver error can quote a row, and a
+            # chained exception's message appears again in the traceback.
             line["exception"] = {
                 "type": type(exc).__name__,
-                "message": mask_emails(text) if self.mask else text,
-                "traceback": "".join(traceback.format_exception(*record.exc_info)),
+                "message": scrub_text(str(exc), mask=self.mask),
+                "traceback": scrub_text(
+                    "".join(traceback.format_exception(*record.exc_info)), mask=self.mask
+                ),
             }
         return line
 

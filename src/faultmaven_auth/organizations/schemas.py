@@ -5,7 +5,7 @@ from datetime import datetime
 
 from pydantic import EmailStr, Field
 
-from faultmaven_auth.schemas import RequestModel, ResponseModel
+from faultmaven_auth.schemas import FreeText, RequestModel, ResponseModel
 
 
 class OrganizationOut(ResponseModel):
@@ -49,12 +49,12 @@ class InvitationCreated(InvitationOut):
 
 class TeamCreate(RequestModel):
     name: str = Field(min_length=1, max_length=120)
-    description: str = Field(default="", max_length=1000)
+    description: FreeText = Field(default="", max_length=1000)
 
 
 class TeamUpdate(RequestModel):
     name: str | None = Field(default=None, min_length=1, max_length=120)
-    description: str | None = Field(default=None, max_length=1000)
+    description: FreeText | None = Field(default=None, max_length=1000)
 
 
 class TeamOut(ResponseModel):

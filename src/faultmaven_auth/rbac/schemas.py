@@ -5,7 +5,7 @@ import uuid
 from pydantic import Field, field_validator
 
 from faultmaven_auth.rbac.permissions import SYSTEM_ROLE_PERMISSIONS, Permission
-from faultmaven_auth.schemas import RequestModel, ResponseModel
+from faultmaven_auth.schemas import FreeText, RequestModel, ResponseModel
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$"
 
@@ -18,7 +18,7 @@ def _not_a_system_name(name: str) -> str:
 
 class RoleCreate(RequestModel):
     name: str = Field(min_length=1, max_length=80, pattern=_NAME_PATTERN)
-    description: str = Field(default="", max_length=500)
+    description: FreeText = Field(default="", max_length=500)
     permissions: list[Permission] = Field(max_length=len(Permission))
 
     @field_validator("name")
@@ -29,7 +29,7 @@ class RoleCreate(RequestModel):
 
 class RoleUpdate(RequestModel):
     name: str | None = Field(default=None, min_length=1, max_length=80, pattern=_NAME_PATTERN)
-    description: str | None = Field(default=None, max_length=500)
+    description: FreeText | None = Field(default=None, max_length=500)
     permissions: list[Permission] | None = Field(default=None, max_length=len(Permission))
 
     @field_validator("name")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request, Security, status
 from faultmaven_auth.api import security
 from faultmaven_auth.api.openapi import error_responses
 from faultmaven_auth.errors import BadRequest
+from faultmaven_auth.hostile_input import unsafe_text
 from faultmaven_auth.organizations.service import team_ids_of_user
 from faultmaven_auth.rbac.dependencies import (
     authenticate_request,
@@ -97,7 +98,8 @@ async def _introspection_token(request: Request) -> str:
     if content_type == "application/json":
         try:
             data = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
+        # Deeply nested arrays exhaust the decoder's recursion: still just bad JSON.
+        except (ValueError, RecursionError) as exc:
             raise BadRequest("The request body is not valid JSON", code="INVALID_JSON") from exc
         token = data.get("token") if isinstance(data, dict) else None
     elif content_type == "application/x-www-form-urlencoded":
@@ -105,6 +107,9 @@ async def _introspection_token(request: Request) -> str:
         token = values[0] if values else None
     if not isinstance(token, str) or not token or len(token) > 8192:
         raise BadRequest("A 'token' parameter is required", code="INVALID_REQUEST")
+    if unsafe_text(token) is not None:
+        # No token has control characters; a lone surrogate would crash hashing it.
+        raise BadRequest("The 'token' parameter is not valid", code="INVALID_REQUEST")
     return token
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.errors import NotFound, Unauthorized
+from faultmaven_auth.hostile_input import unsafe_text
 from faultmaven_auth.rbac.permissions import Permission
 from faultmaven_auth.rbac.repository import effective_permissions
 from faultmaven_auth.storage.models import Organization, ServiceClient, User
@@ -184,7 +185,9 @@ def parse_basic_auth(header: str | None) -> tuple[str, str]:
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise _client_auth_failed() from exc
     client_id, sep, secret = decoded.partition(":")
-    if not sep:
+    # Control characters are in no issued id or secret; refused here, they never reach
+    # a query (PostgreSQL would fail on a NUL where SQLite just finds nothing).
+    if not sep or unsafe_text(decoded) is not None:
         raise _client_auth_failed()
     return client_id, secret
 
