@@ -1,4 +1,17 @@
-"""Engine and session factory; built from a URL by the app's lifespan, never at import."""
+"""Engine and session factory; built from a URL by the app's lifespan, never at import.
+
+Write transactions and reads are handed out separately because SQLite needs them to
+start differently. pysqlite (under aiosqlite) runs SELECTs outside any transaction and
+opens one only at the first INSERT/UPDATE/DELETE, so a "check, then write" (plan limits,
+the last-owner rule, unique names) reads a state that another writer may change before
+the write: ``SELECT … FOR UPDATE`` does not exist there. So the driver's own
+transaction handling is switched off (``isolation_level=None``) and SQLAlchemy's
+``begin`` event emits the BEGIN itself: ``BEGIN IMMEDIATE`` for ``Database.transaction()``
+(the write lock is taken before the first read, so writers run one after the other),
+plain deferred ``BEGIN`` for ``Database.session()`` (readers never wait for writers in
+WAL mode). PostgreSQL keeps its default READ COMMITTED; writes that check a count lock
+the organization row (``lock_organization``).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +19,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+# Execution option carried by the write engine; read by the SQLite ``begin`` listener.
+SQLITE_BEGIN = "faultmaven_sqlite_begin"
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -30,11 +46,14 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         kwargs["max_overflow"] = pool_size
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _: Any) -> None:
+    # The driver must not open (or commit) transactions on its own: ``_sqlite_begin`` does.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -42,12 +61,30 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+    # Straight to the driver, as asyncpg's BEGIN on PostgreSQL: transaction control is
+    # not a query, so it stays out of db_queries_total and the SQL spans.
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"BEGIN {mode}")
+    finally:
+        cursor.close()
+
+
 class Database:
-    """Owns the engine; hands out sessions that commit or roll back as one unit."""
+    """Owns the engine; hands out read sessions and write transactions.
+
+    Anything that writes goes through ``transaction()``; ``session()`` is for reads.
+    A request never opens a write transaction while it holds another one: on SQLite the
+    second would wait for the first's lock until the busy timeout.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        writer = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        self.write_sessionmaker = async_sessionmaker(writer, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -56,7 +93,7 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessionmaker() as session, session.begin():
+        async with self.write_sessionmaker() as session, session.begin():
             yield session
 
     async def ping(self) -> None:
