@@ -33,7 +33,6 @@ import secrets
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -584,3 +583,48 @@ async def test_a_role_deleted_while_being_assigned_is_held_by_nobody(api: Api) -
     for user_id, _ in users:
         held = await api.http.get(f"{org.url}/users/{user_id}/roles", headers=org.headers)
         assert [r["name"] for r in held.json()] == ["member"]
+
+
+# -- several processes on one SQLite file ---------------------------------------------
+
+
+@pytest.fixture
+async def two_servers_on_sqlite(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Api, Api]]:
+    """Two server processes sharing one SQLite file (and one Redis store)."""
+    await check_redis()
+    tmp_path = tmp_path_factory.mktemp("races-processes")
+    prefix = f"fmtest:racesp{secrets.token_hex(4)}:"
+    env = server_env(tmp_path, LOG_LEVEL="WARNING", REDIS_URL=REDIS_URL, KV_KEY_PREFIX=prefix)
+    try:
+        await asyncio.to_thread(migrate, env)
+        with (
+            running_server(env, tmp_path / "a.log") as first,
+            running_server(env, tmp_path / "b.log") as second,
+        ):
+            apis = Api(first, env), Api(second, env)
+            async with apis[0].http, apis[1].http:
+                yield apis
+    finally:
+        await delete_redis_prefix(prefix)
+
+
+async def test_the_team_limit_holds_across_server_processes_on_sqlite(
+    two_servers_on_sqlite: tuple[Api, Api],
+) -> None:
+    """Writers in two processes are ordered by SQLite's own lock (BEGIN IMMEDIATE)."""
+    apis = two_servers_on_sqlite
+    org = await bootstrap(apis[0], max_teams=5)
+    responses = await race(
+        apis[0],
+        *(
+            apis[i % 2].http.post(
+                f"{org.url}/teams", headers=org.headers, json={"name": f"team-{i}"}
+            )
+            for i in range(RACERS)
+        ),
+    )
+    assert outcomes(responses) == {(201, None): 5, (409, "PLAN_LIMIT_REACHED"): RACERS - 5}
+    teams = await apis[1].http.get(f"{org.url}/teams", headers=org.headers)
+    assert len(teams.json()) == 5
