@@ -307,7 +307,7 @@ async def create_user(runtime: Runtime, access: OrgAccess, data: UserCreate) -> 
             role_ids = list(dict.fromkeys(data.role_ids)) or [SYSTEM_ROLE_IDS["member"]]
             roles = []
             for role_id in role_ids:
-                role = await get_role(session, access.org_id, role_id)
+                role = await get_role(session, access.org_id, role_id, for_use=True)
                 if role is None:
                     raise NotFound("Role not found", code="ROLE_NOT_FOUND")
                 roles.append(role)

@@ -83,7 +83,7 @@ async def create_invitation(
     token = "fmi_" + secrets.token_urlsafe(32)
     email = normalize_email(data.email)
     async with access.transaction(runtime.db) as session:
-        role = await get_role(session, access.org_id, data.role_id)
+        role = await get_role(session, access.org_id, data.role_id, for_use=True)
         if role is None:
             raise NotFound("Role not found", code="ROLE_NOT_FOUND")
         granted = (await permissions_of_roles(session, [role]))[role.id]
@@ -149,10 +149,16 @@ async def revoke_invitation(
 # -- teams --------------------------------------------------------------------------
 
 
-async def get_team(session: AsyncSession, org_id: OrgId, team_id: uuid.UUID) -> Team:
-    team: Team | None = await session.scalar(
-        scoped(select(Team), Team, org_id).where(Team.id == team_id)
-    )
+async def get_team(
+    session: AsyncSession, org_id: OrgId, team_id: uuid.UUID, *, for_update: bool = False
+) -> Team:
+    """A team of the tenant. ``for_update`` locks its row (PostgreSQL) so that changes to
+    the team and its membership run one after the other: a second identical request then
+    sees the first one's result instead of failing on the primary key."""
+    stmt = scoped(select(Team), Team, org_id).where(Team.id == team_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    team: Team | None = await session.scalar(stmt)
     if team is None:
         raise NotFound("Team not found", code="TEAM_NOT_FOUND")
     return team
@@ -207,7 +213,7 @@ async def update_team(
 ) -> Team:
     try:
         async with access.transaction(runtime.db) as session:
-            team = await get_team(session, access.org_id, team_id)
+            team = await get_team(session, access.org_id, team_id, for_update=True)
             if data.name is not None:
                 team.name = data.name
             if data.description is not None:
@@ -227,7 +233,7 @@ async def update_team(
 
 async def delete_team(runtime: Runtime, access: OrgAccess, team_id: uuid.UUID) -> None:
     async with access.transaction(runtime.db) as session:
-        team = await get_team(session, access.org_id, team_id)
+        team = await get_team(session, access.org_id, team_id, for_update=True)
         await session.execute(delete(TeamMembership).where(TeamMembership.team_id == team.id))
         await session.delete(team)
         access.audit(
@@ -254,7 +260,7 @@ async def add_team_member(
     runtime: Runtime, access: OrgAccess, team_id: uuid.UUID, user_id: uuid.UUID
 ) -> User:
     async with access.transaction(runtime.db) as session:
-        team = await get_team(session, access.org_id, team_id)
+        team = await get_team(session, access.org_id, team_id, for_update=True)
         user = await get_user(session, access.org_id, user_id)
         exists = await session.get(TeamMembership, (team.id, user.id))
         if exists is None:
@@ -273,7 +279,7 @@ async def remove_team_member(
     runtime: Runtime, access: OrgAccess, team_id: uuid.UUID, user_id: uuid.UUID
 ) -> None:
     async with access.transaction(runtime.db) as session:
-        team = await get_team(session, access.org_id, team_id)
+        team = await get_team(session, access.org_id, team_id, for_update=True)
         membership = await session.get(TeamMembership, (team.id, user_id))
         if membership is None:
             raise NotFound("The user is not a member of this team", code="TEAM_MEMBER_NOT_FOUND")

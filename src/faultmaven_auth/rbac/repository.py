@@ -63,16 +63,23 @@ async def list_roles(session: AsyncSession, org_id: OrgId) -> list[Role]:
     return list(result.all())
 
 
-async def get_role(session: AsyncSession, org_id: OrgId, role_id: uuid.UUID) -> Role | None:
-    role: Role | None = await session.scalar(
-        select(Role).where(Role.id == role_id, _visible_roles(org_id))
-    )
+async def get_role(
+    session: AsyncSession, org_id: OrgId, role_id: uuid.UUID, *, for_use: bool = False
+) -> Role | None:
+    """A role the tenant can see. ``for_use``: it is about to be referenced (assigned,
+    invited with), so hold it: a concurrent deletion waits for this transaction to end
+    (PostgreSQL ``FOR KEY SHARE``; SQLite write transactions never overlap anyway)."""
+    stmt = select(Role).where(Role.id == role_id, _visible_roles(org_id))
+    if for_use:
+        stmt = stmt.with_for_update(read=True, key_share=True)
+    role: Role | None = await session.scalar(stmt)
     return role
 
 
 async def get_custom_role(session: AsyncSession, org_id: OrgId, role_id: uuid.UUID) -> Role | None:
+    """A custom role of the tenant, locked for a change (rename, new permissions, delete)."""
     role: Role | None = await session.scalar(
-        scoped(select(Role), Role, org_id).where(Role.id == role_id)
+        scoped(select(Role), Role, org_id).where(Role.id == role_id).with_for_update()
     )
     return role
 

@@ -81,30 +81,34 @@ async def create_role(runtime: Runtime, access: OrgAccess, data: RoleCreate) -> 
 async def update_role(
     runtime: Runtime, access: OrgAccess, role_id: uuid.UUID, data: RoleUpdate
 ) -> RoleOut:
-    async with access.transaction(runtime.db) as session:
-        role = await _custom_role(session, access, role_id)
-        current = (await permissions_of_roles(session, [role]))[role.id]
-        # Changing a role changes what its holders can do: the actor needs both sets.
-        _check_grant(access, set(current))
-        if data.name is not None and data.name != role.name:
-            if await role_name_taken(session, access.org_id, data.name):
-                raise _name_conflict()
-            role.name = data.name
-        if data.description is not None:
-            role.description = data.description
-        permissions = current
-        if data.permissions is not None:
-            _check_grant(access, set(data.permissions))
-            permissions = frozenset(data.permissions)
-            await set_role_permissions(session, role.id, permissions)
-        access.audit(
-            session,
-            AuditEventType.ROLE_UPDATED,
-            target_type="role",
-            target_id=role.id,
-            details={"permissions": sorted(p.value for p in permissions)},
-        )
-        return role_out(role, permissions)
+    try:
+        async with access.transaction(runtime.db) as session:
+            role = await _custom_role(session, access, role_id)
+            current = (await permissions_of_roles(session, [role]))[role.id]
+            # Changing a role changes what its holders can do: the actor needs both sets.
+            _check_grant(access, set(current))
+            if data.name is not None and data.name != role.name:
+                if await role_name_taken(session, access.org_id, data.name):
+                    raise _name_conflict()
+                role.name = data.name
+            if data.description is not None:
+                role.description = data.description
+            permissions = current
+            if data.permissions is not None:
+                _check_grant(access, set(data.permissions))
+                permissions = frozenset(data.permissions)
+                await set_role_permissions(session, role.id, permissions)
+            access.audit(
+                session,
+                AuditEventType.ROLE_UPDATED,
+                target_type="role",
+                target_id=role.id,
+                details={"permissions": sorted(p.value for p in permissions)},
+            )
+            return role_out(role, permissions)
+    except IntegrityError as exc:
+        # Two renames to the same free name at once: the unique index decides.
+        raise _name_conflict() from exc
 
 
 def _role_in_use() -> Conflict:
@@ -144,7 +148,9 @@ async def _custom_role(session: AsyncSession, access: OrgAccess, role_id: uuid.U
     if role.is_system:
         raise Conflict("System roles cannot be changed", code="SYSTEM_ROLE_IMMUTABLE")
     custom = await get_custom_role(session, access.org_id, role_id)
-    assert custom is not None  # noqa: S101 - visible and not system means it is ours
+    if custom is None:
+        # Deleted by a concurrent request while this one waited for the row lock.
+        raise NotFound("Role not found", code="ROLE_NOT_FOUND")
     return custom
 
 
@@ -159,7 +165,7 @@ async def set_user_roles(
         await check_can_manage(session, access, user)
         wanted: list[Role] = []
         for role_id in wanted_ids:
-            role = await get_role(session, access.org_id, role_id)
+            role = await get_role(session, access.org_id, role_id, for_use=True)
             if role is None:
                 raise NotFound("Role not found", code="ROLE_NOT_FOUND")
             wanted.append(role)
