@@ -167,6 +167,11 @@ class Metrics:
         self.security_events_total = counter(
             "security_events_total", "Security events by type", ("event_type",)
         )
+        self.siem_events_dropped_total = counter(
+            "siem_events_dropped_total",
+            "Security events not shipped to a SIEM destination (queue full or shut down)",
+            ("destination",),
+        )
         registry.register(self.computed)
 
     # Small named helpers keep label spelling in one place.
@@ -190,6 +195,9 @@ class Metrics:
 
     def security_event(self, event_type: str) -> None:
         self.security_events_total.labels(event_type).inc()
+
+    def siem_event_dropped(self, destination: str) -> None:
+        self.siem_events_dropped_total.labels(destination).inc()
 
     def user_created(self, organization_id: object) -> None:
         self.new_users_total.labels(self.org_label(organization_id)).inc()
