@@ -112,6 +112,7 @@ class ShippingHandler(logging.Handler):
         self._stopping = threading.Event()
         self._first_retry = first_retry
         self._max_retry = max_retry
+        self._down = False  # the destination refused the last attempt
         self._thread = threading.Thread(target=self._run, name=f"siem-{destination}", daemon=True)
         self._thread.start()
 
@@ -147,7 +148,7 @@ class ShippingHandler(logging.Handler):
                 self._transport.send(payload)
             except OSError as exc:
                 if not down:
-                    down = True
+                    down = self._down = True
                     logger.warning(
                         "SIEM destination unreachable; buffering and retrying",
                         extra={"destination": self.destination, "reason": type(exc).__name__},
@@ -157,6 +158,7 @@ class ShippingHandler(logging.Handler):
                     return
                 delay = min(delay * 2, self._max_retry)
                 continue
+            self._down = False
             if down:
                 logger.info(
                     "SIEM destination reachable again", extra={"destination": self.destination}
@@ -166,11 +168,12 @@ class ShippingHandler(logging.Handler):
     def close(self, flush_seconds: float = 2.0) -> None:
         """Send what is queued (for at most ``flush_seconds``), then stop the thread.
 
-        Events still queued after that are counted as dropped.
+        Events still queued after that, or while the destination is down, are counted
+        as dropped: shutdown does not wait for a destination that is not there.
         """
         with contextlib.suppress(queue.Full):  # when full, _stopping ends the thread
             self._queue.put_nowait(_STOP)
-        self._thread.join(flush_seconds)
+        self._thread.join(0 if self._down else flush_seconds)
         self._stopping.set()
         self._thread.join(1.0)
         while True:
