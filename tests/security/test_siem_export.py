@@ -14,13 +14,14 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from faultmaven_auth.config import Settings, SyslogProtocol
-from tests.conftest import CAPTURED_LOG_LINES, Account, add_member, sign_up
+from tests.conftest import CAPTURED_LOG_LINES, PASSWORD, Account, add_member, sign_up
 from tests.security.conftest import FreshApp, sample, scrape
 from tests.security.receivers import (
     RFC5424,
@@ -29,7 +30,7 @@ from tests.security.receivers import (
     octet_counted_frames,
     wait_until,
 )
-from tests.support.server import free_port
+from tests.support.server import free_port, migrate, running_server, server_env
 
 AUTHPRIV_WARNING = 10 * 8 + 4
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -202,3 +203,48 @@ def test_settings_read_the_syslog_address_from_the_environment(
     monkeypatch.setenv("SIEM_SYSLOG_ADDRESS", "siem.internal")
     with pytest.raises(ValueError, match="host:port"):
         Settings()
+
+
+def test_a_real_server_ships_to_syslog_and_logstash_from_environment_settings(
+    tmp_path: Path, udp_receiver: UdpReceiver, tcp_receiver: TcpReceiver
+) -> None:
+    """`faultmaven-auth serve` with SIEM_* and LOGSTASH_* set: stdout, syslog and Logstash
+    carry the same event; the syslog PROCID is the server's pid."""
+    env = server_env(
+        tmp_path,
+        SIEM_SYSLOG_ADDRESS=f"127.0.0.1:{udp_receiver.port}",
+        LOGSTASH_HOST="127.0.0.1",
+        LOGSTASH_PORT=str(tcp_receiver.port),
+    )
+    migrate(env)
+    with (
+        running_server(env, tmp_path / "stdout.log") as server,
+        httpx.Client(base_url=server.base_url) as http,
+    ):
+        owner_email = f"owner-{os.getpid()}-{time.monotonic_ns()}@example.com"
+        body = {
+            "organization_name": "Acme",
+            "email": owner_email,
+            "password": PASSWORD,
+            "full_name": "Ann Owner",
+        }
+        registered = http.post("/api/v1/auth/register", json=body)
+        assert registered.status_code == 201
+        login = http.post("/api/v1/auth/login", json={"email": owner_email, "password": PASSWORD})
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        other = "00000000-0000-7000-8000-000000000000"
+        assert http.get(f"/api/v1/organizations/{other}", headers=headers).status_code == 404
+        [datagram] = wait_until(lambda: udp_receiver.datagrams)
+        [line] = wait_until(tcp_receiver.lines)
+        pid = server.process.pid
+        stdout = [json.loads(x) for x in server.log_lines()]
+    match = RFC5424.match(datagram.decode("ascii"))
+    assert match
+    assert match["procid"] == str(pid)
+    assert match["msgid"] == "cross_tenant_access"
+    shipped_syslog, shipped_logstash = json.loads(match["msg"]), json.loads(line)
+    [printed] = [r for r in stdout if r.get("logger") == "security"]
+    assert shipped_syslog == shipped_logstash == printed
+    assert printed["target_organization_id"] == other
+    assert printed["user_id"] == registered.json()["user"]["id"]
+    assert owner_email not in datagram.decode() + line.decode()
