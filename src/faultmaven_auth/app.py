@@ -51,6 +51,7 @@ from faultmaven_auth.organizations.endpoints import router as organizations_rout
 from faultmaven_auth.rbac.endpoints import router as roles_router
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.schemas import refuse_unsafe_parameters
+from faultmaven_auth.security.siem import SiemExport
 from faultmaven_auth.storage.db import Database, create_engine
 from faultmaven_auth.storage.kv import build_kv_store
 from faultmaven_auth.tokens.access import AccessTokenCodec
@@ -212,6 +213,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             tracing.start(engine=runtime.db.engine.sync_engine, kv=runtime.kv)
         app.state.runtime = runtime
         app.state.metrics_exporter = MetricsExporter(runtime)
+        siem = SiemExport.from_settings(
+            settings, metrics, current_trace_ids if tracing is not None else None
+        )
+        siem.start()
         metrics_server = None
         refresher = asyncio.create_task(_refresh_keys_forever(runtime))
         try:
@@ -229,6 +234,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             if multiprocess_enabled():
                 # This worker's live gauges must not be summed after it is gone.
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+            await asyncio.to_thread(siem.close)  # flushes queued security events
             await runtime.kv.close()
             await runtime.db.dispose()
             if tracing is not None:

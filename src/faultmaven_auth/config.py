@@ -49,6 +49,30 @@ class OtlpProtocol(StrEnum):
     GRPC = "grpc"  # needs the optional opentelemetry-exporter-otlp-proto-grpc package
 
 
+class SyslogProtocol(StrEnum):
+    UDP = "udp"
+    TCP = "tcp"
+
+
+SYSLOG_FACILITIES = frozenset(
+    {"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+     "authpriv", "ftp", *(f"local{n}" for n in range(8))}
+)  # fmt: skip
+
+
+def _host_port(value: object) -> object:
+    """``host:port`` or ``[ipv6]:port`` to ``(host, port)``."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return None
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return (host, int(port))
+
+
 def _split_list(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -159,6 +183,15 @@ class Settings(BaseSettings):
     jaeger_host: str | None = None  # shorthand: OTLP/HTTP to http://JAEGER_HOST:JAEGER_PORT
     jaeger_port: int = Field(default=4318, ge=1, le=65535)
 
+    # SIEM export of security events (docs/security-events.md); off unless a destination
+    # is set. Events queue in memory (SIEM_QUEUE_SIZE per destination) and never block.
+    siem_syslog_address: Annotated[tuple[str, int] | None, NoDecode] = None
+    siem_syslog_protocol: SyslogProtocol = SyslogProtocol.UDP
+    siem_syslog_facility: str = "authpriv"
+    logstash_host: str | None = None
+    logstash_port: int = Field(default=5000, ge=1, le=65535)
+    siem_queue_size: int = Field(default=10_000, ge=1)
+
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
@@ -166,6 +199,18 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_lists(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("siem_syslog_address", mode="before")
+    @classmethod
+    def _parse_syslog_address(cls, value: object) -> object:
+        return _host_port(value)
+
+    @field_validator("siem_syslog_facility")
+    @classmethod
+    def _known_facility(cls, value: str) -> str:
+        if value.lower() not in SYSLOG_FACILITIES:
+            raise ValueError(f"SIEM_SYSLOG_FACILITY must be one of {sorted(SYSLOG_FACILITIES)}")
+        return value.lower()
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -12,9 +12,10 @@ installed by ``install_error_handlers`` turn them (and framework errors) into
     │   └── InvalidToken          401     INVALID_TOKEN
     ├── Forbidden                 403     FORBIDDEN
     │   └── PermissionDenied      403     PERMISSION_DENIED
-    │       └── PrivilegeEscalationDenied   (also counted as a security event)
+    │       └── PrivilegeEscalationDenied   (also a security event)
     ├── NotFound                  404     NOT_FOUND (and <THING>_NOT_FOUND)
     ├── Conflict                  409     CONFLICT (and specific codes)
+    │   └── LastOwnerRemoval      409     LAST_OWNER (also a security event)
     ├── PayloadTooLarge           413     PAYLOAD_TOO_LARGE
     └── ServiceUnavailable        503     SERVICE_UNAVAILABLE
 
@@ -60,6 +61,8 @@ from sqlalchemy.exc import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faultmaven_auth.observability.context import current_request_id
+from faultmaven_auth.security.access import report_refused_access
+from faultmaven_auth.security.events import SecurityEventType
 
 logger = logging.getLogger("faultmaven_auth.errors")
 
@@ -68,8 +71,9 @@ class AppError(Exception):
     status_code = 500
     code = "INTERNAL_ERROR"
     message = "Internal server error"
-    # When set, rendering this error counts security_events_total{event_type=...}.
+    # When set, rendering this error emits that security event (security/access.py).
     security_event: str | None = None
+    security_reason = "refused"
 
     def __init__(
         self,
@@ -132,6 +136,7 @@ class PrivilegeEscalationDenied(PermissionDenied):
     """An attempt to grant, revoke or act beyond one's own permissions."""
 
     security_event = "privilege_escalation_attempt"
+    security_reason = "beyond_own_permissions"
 
 
 class NotFound(AppError):
@@ -144,6 +149,15 @@ class Conflict(AppError):
     status_code = 409
     code = "CONFLICT"
     message = "Conflict"
+
+
+class LastOwnerRemoval(Conflict):
+    """Demoting or deactivating the organization's last active owner."""
+
+    code = "LAST_OWNER"
+    message = "The organization must keep at least one active owner"
+    security_event = "privilege_escalation_attempt"
+    security_reason = "last_owner"
 
 
 class PayloadTooLarge(AppError):
@@ -185,9 +199,12 @@ _HTTP_CODES = {
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)  # noqa: S101 - registered for AppError only
     if exc.security_event is not None:
-        runtime = getattr(request.app.state, "runtime", None)
-        if runtime is not None:
-            runtime.metrics.security_event(exc.security_event)
+        report_refused_access(
+            request,
+            SecurityEventType(exc.security_event),
+            reason=exc.security_reason,
+            detail=exc.message,
+        )
     return JSONResponse(
         error_body(exc.code, exc.message, exc.details),
         status_code=exc.status_code,

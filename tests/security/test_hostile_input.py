@@ -11,6 +11,8 @@ validation it is aimed at (tenant routes included).
 Every answer must be a 4xx with a stable error code; control characters and lone
 surrogates in a body field must be a 422 naming that field with type
 ``control_character`` or ``lone_surrogate`` (descriptions may contain line breaks).
+Introspection (RFC 7662, HTTP Basic with a real service client) answers any bad
+``token`` with the OAuth-style 400 ``INVALID_REQUEST`` instead.
 Each case records its status per backend; the second backend to run it asserts the
 same status as the first. The last test lists what the organization holds and checks
 that nothing hostile got stored.
@@ -18,6 +20,7 @@ that nothing hostile got stored.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -109,6 +112,12 @@ class Operation:
     query: tuple[tuple[str, str | None], ...] = ()  # (name, format)
     path_params: tuple[str, ...] = ()
     string_fields: tuple[str, ...] = field(default=())
+    service_client: bool = False  # HTTP Basic with a service client's credentials
+
+    @property
+    def oauth_style(self) -> bool:
+        """RFC 7662 endpoints answer a bad parameter with 400 ``INVALID_REQUEST``."""
+        return self.service_client
 
     @property
     def name(self) -> str:
@@ -152,6 +161,10 @@ def _operations() -> list[Operation]:
                         for name, prop in (body_schema or {}).get("properties", {}).items()
                         if _is_string_like(prop)
                     ),
+                    service_client=any(
+                        "serviceClientBasic" in requirement
+                        for requirement in spec.get("security", [])
+                    ),
                 )
             )
     return ops
@@ -187,6 +200,7 @@ class Target:
     member: Account
     ids: dict[str, str]
     backend: str
+    service_client: dict[str, str]  # Authorization header of a real service client
     registered_emails: list[str] = field(default_factory=list)
 
 
@@ -209,8 +223,13 @@ async def target(app: FastAPI, backend: str) -> AsyncIterator[Target]:
             headers=owner.headers,
             json={"email": unique_email("invitee"), "role_id": SYSTEM_ROLE_IDS["viewer"]},
         )
-        for created in (team, role, invitation):
+        client_credentials = await client.post(
+            f"{owner.org_url}/service-clients", headers=owner.headers, json={"name": "hostile"}
+        )
+        for created in (team, role, invitation, client_credentials):
             assert created.status_code == 201, created.text
+        pair = "{client_id}:{client_secret}".format(**client_credentials.json())
+        service_client = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
         ids = {
             "org_id": owner.org_id,
             "user_id": member.user_id,
@@ -220,7 +239,7 @@ async def target(app: FastAPI, backend: str) -> AsyncIterator[Target]:
         }
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as raw:
-            yield Target(client, raw, owner, member, ids, backend)
+            yield Target(client, raw, owner, member, ids, backend, service_client)
 
 
 # Status per case and backend; the second backend to run a case compares.
@@ -274,8 +293,13 @@ async def _send_json(target: Target, op: Operation, url: str, body: Any) -> http
     return await _send_raw(target, op, url, json.dumps(body).encode())
 
 
+def _credentials(target: Target, op: Operation) -> dict[str, str]:
+    """The owner's bearer token, or a service client's Basic credentials where required."""
+    return target.service_client if op.service_client else target.owner.headers
+
+
 async def _send_raw(target: Target, op: Operation, url: str, content: bytes) -> httpx.Response:
-    headers = {**target.owner.headers, "Content-Type": "application/json"}
+    headers = {**_credentials(target, op), "Content-Type": "application/json"}
     return await target.client.request(op.method, url, content=content, headers=headers)
 
 
@@ -321,6 +345,9 @@ async def test_hostile_strings_in_body_fields_are_refused(
             assert response.status_code != 422, f"{context}: {response.text}"
             continue
         error = assert_refused(response, context)
+        if op.oauth_style:
+            assert (response.status_code, error["code"]) == (400, "INVALID_REQUEST"), context
+            continue
         assert response.status_code == 422, context
         assert error["code"] == "VALIDATION_ERROR", context
         assert {"field": name, "type": detail_type} in [
@@ -342,6 +369,9 @@ async def test_overlong_and_wrongly_typed_fields_are_refused(
         context = f"{op.name} {name}={label}"
         record(target, context, response.status_code)
         error = assert_refused(response, context)
+        if op.oauth_style:
+            assert (response.status_code, error["code"]) == (400, "INVALID_REQUEST"), context
+            continue
         assert error["code"] == "VALIDATION_ERROR", context
         assert any(d["field"].split(".")[0] == name for d in error["details"]), context
 
@@ -366,7 +396,7 @@ def _malformed_bodies(op: Operation) -> dict[str, bytes]:
 @pytest.mark.parametrize("op", BODY_OPERATIONS, ids=lambda op: op.name)
 async def test_malformed_bodies_are_refused(target: Target, op: Operation) -> None:
     """Invalid UTF-8, absurd nesting, bodies near the size limit and non-objects: 4xx."""
-    headers = {**target.owner.headers, "Content-Type": "application/json"}
+    headers = {**_credentials(target, op), "Content-Type": "application/json"}
     for label, content in _malformed_bodies(op).items():
         url = _url(op, target)
         response = await target.raw.request(op.method, url, content=content, headers=headers)
@@ -395,7 +425,7 @@ async def test_hostile_query_parameters_are_refused(
     values = {**HOSTILE_PARAMETERS, **(HOSTILE_TIMES if fmt == "date-time" else {})}
     for label, value in values.items():
         url = f"{_url(op, target)}?{name}={value}"
-        response = await target.client.request(op.method, url, headers=target.owner.headers)
+        response = await target.client.request(op.method, url, headers=_credentials(target, op))
         context = f"{op.name} ?{name}={label}"
         record(target, context, response.status_code)
         if label in UNDECODABLE and fmt is None and response.status_code == 200:
@@ -412,7 +442,7 @@ async def test_hostile_path_parameters_are_refused(
     """Every path parameter refuses control characters, bad UTF-8 and huge values: 4xx."""
     for label, value in HOSTILE_PARAMETERS.items():
         url = _url(op, target, **{name: value})
-        headers = {**target.owner.headers, "Content-Type": "application/json"}
+        headers = {**_credentials(target, op), "Content-Type": "application/json"}
         body = b"{}" if op.body is not None else None
         response = await target.client.request(op.method, url, headers=headers, content=body)
         context = f"{op.name} {name}={label}"

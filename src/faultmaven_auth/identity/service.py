@@ -28,6 +28,7 @@ from faultmaven_auth.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    LastOwnerRemoval,
     NotFound,
     PermissionDenied,
     PrivilegeEscalationDenied,
@@ -383,7 +384,7 @@ async def ensure_not_last_owner(session: AsyncSession, org_id: OrgId, user: User
     roles, _ = await effective_permissions(session, user.id)
     is_active_owner = user.is_active and any(r.id == owner_role for r in roles)
     if is_active_owner and await count_active_holders(session, org_id, owner_role) <= 1:
-        raise Conflict("The organization must keep at least one active owner", code="LAST_OWNER")
+        raise LastOwnerRemoval
 
 
 async def deactivate_user(runtime: Runtime, access: OrgAccess, user_id: uuid.UUID) -> User:

@@ -11,6 +11,9 @@ from typing import Any
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _fields: ContextVar[dict[str, Any] | None] = ContextVar("log_context", default=None)
+# The caller's address and user agent: the access log and security events carry them,
+# other lines do not (they would repeat them on every line of a request).
+_client: ContextVar[tuple[str | None, str | None]] = ContextVar("client", default=(None, None))
 
 
 def current_request_id() -> str | None:
@@ -19,6 +22,15 @@ def current_request_id() -> str | None:
 
 def bind_request_id(request_id: str | None) -> None:
     _request_id.set(request_id)
+
+
+def bind_client(ip: str | None, user_agent: str | None) -> None:
+    _client.set((ip, user_agent))
+
+
+def current_client() -> tuple[str | None, str | None]:
+    """``(client_ip, user_agent)`` of the current request, when known."""
+    return _client.get()
 
 
 def bind_context(**fields: Any) -> None:
@@ -39,3 +51,4 @@ def context_fields() -> dict[str, Any]:
 def clear_context() -> None:
     _request_id.set(None)
     _fields.set(None)
+    _client.set((None, None))

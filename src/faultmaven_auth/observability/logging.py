@@ -156,6 +156,13 @@ class _Fields:
         return line
 
 
+def line_fields(
+    *, service: str, environment: str, include_pii: bool = False, trace_ids: TraceIds | None = None
+) -> _Fields:
+    """What every formatter of this service puts on a line (shared by stdout and SIEM)."""
+    return _Fields(service, environment, include_pii, trace_ids or _no_trace)
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, fields: _Fields) -> None:
         super().__init__()
@@ -206,3 +213,5 @@ def configure_logging(
                   "asyncio", "httpx", "httpcore"):  # fmt: skip
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True
+    # Security events are written (and shipped) whatever LOG_LEVEL says.
+    logging.getLogger("security").setLevel(min(root.level, logging.INFO))

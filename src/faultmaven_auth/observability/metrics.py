@@ -172,6 +172,11 @@ class Metrics:
             "Best-effort telemetry writes to the key-value store that failed, by what was written",
             ("operation",),
         )
+        self.siem_events_dropped_total = counter(
+            "siem_events_dropped_total",
+            "Security events not shipped to a SIEM destination (queue full or shut down)",
+            ("destination",),
+        )
         registry.register(self.computed)
 
     # Small named helpers keep label spelling in one place.
@@ -198,6 +203,9 @@ class Metrics:
 
     def telemetry_store_error(self, operation: str) -> None:
         self.telemetry_store_errors_total.labels(operation).inc()
+
+    def siem_event_dropped(self, destination: str) -> None:
+        self.siem_events_dropped_total.labels(destination).inc()
 
     def user_created(self, organization_id: object) -> None:
         self.new_users_total.labels(self.org_label(organization_id)).inc()

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faultmaven_auth.errors import error_body
-from faultmaven_auth.observability.context import bind_request_id, clear_context
+from faultmaven_auth.observability.context import bind_client, bind_request_id, clear_context
 
 logger = logging.getLogger("faultmaven_auth.request")
 
@@ -118,16 +118,18 @@ class RequestContextMiddleware:
         state["client_ip"] = ip
         clear_context()
         bind_request_id(request_id)
+        raw_agent = _header(scope, b"user-agent")
+        agent = raw_agent.decode("latin-1")[:256] if raw_agent else None
+        bind_client(ip, agent)
         level = logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO
         log = logger.isEnabledFor(level)
         fields: dict[str, object] = {}
         if log:
-            agent = _header(scope, b"user-agent")
             fields = {
                 "endpoint": scope["path"],
                 "method": scope["method"],
                 "client_ip": ip,
-                "user_agent": agent.decode("latin-1")[:256] if agent else None,
+                "user_agent": agent,
             }
             if self.log_request_start:
                 logger.log(level, "Request started", extra=fields)

@@ -9,7 +9,6 @@ dependency for organization routes: another tenant's id is answered with 404 (ne
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -29,13 +28,13 @@ from faultmaven_auth.observability.context import bind_context
 from faultmaven_auth.rbac.permissions import Permission
 from faultmaven_auth.rbac.repository import permissions_of_roles
 from faultmaven_auth.runtime import Runtime, get_runtime
+from faultmaven_auth.security.access import report_refused_access, route_template
+from faultmaven_auth.security.events import SecurityEventType
 from faultmaven_auth.storage.db import Database
 from faultmaven_auth.storage.models import Organization, Role, User, UserRole
 from faultmaven_auth.storage.tenancy import OrgId
 from faultmaven_auth.tokens.access import AccessClaims, ExpiredToken
 from faultmaven_auth.tokens.revocation import is_revoked
-
-logger = logging.getLogger("faultmaven_auth.authz")
 
 
 @dataclass(frozen=True)
@@ -155,23 +154,20 @@ async def _audit_denial(
             details={
                 "permission": permission.value,
                 "method": request.method,
-                "route": _route_template(request),
+                "route": route_template(request),
             },
         )
-
-
-def _route_template(request: Request) -> str:
-    route = request.scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
 
 
 async def deny(
     runtime: Runtime, request: Request, principal: Principal, permission: Permission
 ) -> PermissionDenied:
-    """Audit a refused action and return the error to raise."""
-    logger.warning(
-        "Permission denied",
-        extra={"event_type": "permission_denied", "reason": permission.value},
+    """Report and audit a refused action, and return the error to raise."""
+    report_refused_access(
+        request,
+        SecurityEventType.PRIVILEGE_ESCALATION_ATTEMPT,
+        reason="missing_permission",
+        required_permission=permission.value,
     )
     await _audit_denial(runtime, request, principal, permission)
     return PermissionDenied()
@@ -222,10 +218,12 @@ def require(permission: Permission) -> Callable[..., Awaitable[OrgAccess]]:
         runtime: Runtime = Depends(get_runtime),
     ) -> OrgAccess:
         if org_id != principal.organization.id:
-            runtime.metrics.security_event("cross_tenant_access")
-            logger.warning(
-                "Cross-tenant access refused",
-                extra={"event_type": "cross_tenant_access", "reason": "organization mismatch"},
+            report_refused_access(
+                request,
+                SecurityEventType.CROSS_TENANT_ACCESS,
+                reason="other_organization",
+                required_permission=permission.value,
+                target_organization_id=str(org_id),
             )
             raise NotFound("Organization not found", code="ORGANIZATION_NOT_FOUND")
         if permission not in principal.permissions:

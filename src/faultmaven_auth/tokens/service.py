@@ -33,6 +33,7 @@ from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.errors import InvalidCredentials, InvalidToken
 from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
+from faultmaven_auth.security.events import SecurityEventType, emit_security_event
 from faultmaven_auth.storage.kv import StoreUnavailable
 from faultmaven_auth.storage.models import Organization, RefreshToken, User
 from faultmaven_auth.storage.models.base import utcnow
@@ -251,6 +252,7 @@ async def refresh_session(runtime: Runtime, raw_token: str, meta: RequestMeta) -
 async def _rotate_refresh_token(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
     now = utcnow()
     reused_family: uuid.UUID | None = None
+    reuser: dict[str, str] = {}
     async with runtime.db.transaction() as session:
         token = await session.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == hash_token(raw_token))
@@ -276,7 +278,7 @@ async def _rotate_refresh_token(runtime: Runtime, raw_token: str, meta: RequestM
         if claimed.rowcount == 0:  # type: ignore[attr-defined]
             reused_family = token.family_id
             await revoke_refresh_family(session, token.family_id)
-            runtime.metrics.security_event("refresh_token_reuse")
+            reuser = {"user_id": str(token.user_id), "organization_id": str(token.organization_id)}
             observe_session_end(runtime, token.session_started_at)
             record_audit_event(
                 session,
@@ -319,9 +321,14 @@ async def _rotate_refresh_token(runtime: Runtime, raw_token: str, meta: RequestM
         await revoke_family_access(
             runtime.kv, reused_family, runtime.settings.access_token_ttl_seconds
         )
-        logger.warning(
+        emit_security_event(
+            SecurityEventType.REFRESH_TOKEN_REUSE,
             "Refresh token reuse: session family revoked",
-            extra={"event_type": "refresh_token_reuse", "reason": "rotated token presented"},
+            metrics=runtime.metrics,
+            reason="rotated_token_presented",
+            session_id=str(reused_family),
+            user_id=reuser.get("user_id"),
+            organization_id=reuser.get("organization_id"),
         )
         raise InvalidToken("The refresh token was already used", code="REFRESH_TOKEN_REUSED")
     return pair

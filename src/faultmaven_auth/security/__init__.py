@@ -1,0 +1,1 @@
+"""Security monitoring: security events (``events``) and their export to a SIEM (``siem``)."""

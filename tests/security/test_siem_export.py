@@ -1,0 +1,250 @@
+"""SIEM export: what a syslog receiver or Logstash on 127.0.0.1 actually receives.
+
+Each test starts real listeners, runs an app whose settings point at them, provokes
+security events over HTTP, and parses the bytes as the receiver would (RFC 5424 header,
+RFC 6587 octet counting, json_lines). Whatever arrives also goes to the suite's secret
+guard. A closed Logstash port must not fail or slow requests; drops are counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from faultmaven_auth.config import Settings, SyslogProtocol
+from tests.conftest import CAPTURED_LOG_LINES, PASSWORD, Account, add_member, sign_up
+from tests.security.conftest import FreshApp, sample, scrape
+from tests.security.receivers import (
+    RFC5424,
+    TcpReceiver,
+    UdpReceiver,
+    octet_counted_frames,
+    wait_until,
+)
+from tests.support.server import free_port, migrate, running_server, server_env
+
+AUTHPRIV_WARNING = 10 * 8 + 4
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+@pytest.fixture
+def udp_receiver() -> Iterator[UdpReceiver]:
+    receiver = UdpReceiver()
+    yield receiver
+    receiver.stop()
+    CAPTURED_LOG_LINES.extend(d.decode(errors="replace") for d in receiver.datagrams)
+
+
+@pytest.fixture
+def tcp_receiver() -> Iterator[TcpReceiver]:
+    receiver = TcpReceiver()
+    yield receiver
+    receiver.stop()
+    CAPTURED_LOG_LINES.append(receiver.data().decode(errors="replace"))
+
+
+async def probe_other_tenant(http: httpx.AsyncClient) -> tuple[Account, Account]:
+    """Mallory reads Victim's users: one cross_tenant_access event."""
+    mallory = await sign_up(http, "Mallory Corp")
+    victim = await sign_up(http, "Victim Inc")
+    response = await http.get(
+        f"{victim.org_url}/users",
+        headers={**mallory.headers, "X-Request-ID": "siem-probe-1"},
+    )
+    assert response.status_code == 404
+    return mallory, victim
+
+
+def assert_syslog_message(raw: bytes, msgid: str) -> dict[str, Any]:
+    """The RFC 5424 header is right; return the JSON event carried as MSG."""
+    match = RFC5424.match(raw.decode("ascii"))
+    assert match, raw[:120]
+    assert int(match["pri"]) == AUTHPRIV_WARNING
+    assert match["version"] == "1"
+    assert TIMESTAMP.fullmatch(match["timestamp"])
+    assert match["hostname"] == socket.gethostname()
+    assert match["app_name"] == "fm-auth-service-enterprise"
+    assert match["procid"] == str(os.getpid())
+    assert match["msgid"] == msgid
+    assert match["sd"] == "-"
+    event: dict[str, Any] = json.loads(match["msg"])
+    assert event["timestamp"] == match["timestamp"]
+    return event
+
+
+def assert_cross_tenant_event(event: dict[str, Any], mallory: Account, victim: Account) -> None:
+    assert event["event_type"] == "cross_tenant_access"
+    assert event["schema_version"] == 1
+    assert event["logger"] == "security"
+    assert event["level"] == "WARNING"
+    assert event["message"] == "Unauthorized access attempt"
+    assert event["service"] == "fm-auth-service-enterprise"
+    assert event["request_id"] == "siem-probe-1"
+    assert event["user_id"] == mallory.user_id
+    assert event["organization_id"] == mallory.org_id
+    assert event["target_organization_id"] == victim.org_id
+    assert event["attempted_resource"] == "GET /api/v1/organizations/{org_id}/users"
+    assert event["client_ip"] == "203.0.113.7"
+    assert mallory.email not in json.dumps(event)
+
+
+async def test_udp_syslog_receiver_gets_an_rfc5424_message(
+    fresh_app: FreshApp, udp_receiver: UdpReceiver
+) -> None:
+    """One datagram per event: authpriv.warning, msgid = event type, the JSON event as MSG."""
+    address = ("127.0.0.1", udp_receiver.port)
+    async with fresh_app(siem_syslog_address=address) as http:
+        mallory, victim = await probe_other_tenant(http)
+        [datagram] = wait_until(lambda: udp_receiver.datagrams)
+    event = assert_syslog_message(datagram, "cross_tenant_access")
+    assert_cross_tenant_event(event, mallory, victim)
+
+
+async def test_tcp_syslog_receiver_gets_octet_counted_messages(
+    fresh_app: FreshApp, tcp_receiver: TcpReceiver
+) -> None:
+    """Over TCP each message is framed as ``LEN SP MSG`` (RFC 6587) on one connection."""
+    settings = {
+        "siem_syslog_address": ("127.0.0.1", tcp_receiver.port),
+        "siem_syslog_protocol": SyslogProtocol.TCP,
+    }
+    async with fresh_app(**settings) as http:
+        mallory, victim = await probe_other_tenant(http)
+        owner = await sign_up(http)
+        viewer = await add_member(http, owner, "viewer")
+        assert (await http.delete(owner.org_url, headers=viewer.headers)).status_code == 403
+
+        def two_frames() -> list[bytes] | None:
+            frames = octet_counted_frames(tcp_receiver.data())
+            return frames if len(frames) == 2 else None
+
+        frames = wait_until(two_frames)
+    assert len(tcp_receiver.connections) == 1
+    assert_cross_tenant_event(
+        assert_syslog_message(frames[0], "cross_tenant_access"), mallory, victim
+    )
+    escalation = assert_syslog_message(frames[1], "privilege_escalation_attempt")
+    assert escalation["user_id"] == viewer.user_id
+    assert escalation["required_permission"] == "organization:delete"
+
+
+async def test_logstash_receives_json_lines(fresh_app: FreshApp, tcp_receiver: TcpReceiver) -> None:
+    """LOGSTASH_HOST/PORT: each event is one JSON object and a newline."""
+    async with fresh_app(logstash_host="127.0.0.1", logstash_port=tcp_receiver.port) as http:
+        mallory, victim = await probe_other_tenant(http)
+        [line] = wait_until(tcp_receiver.lines)
+    assert_cross_tenant_event(json.loads(line), mallory, victim)
+
+
+async def test_a_down_logstash_neither_fails_nor_slows_requests(fresh_app: FreshApp) -> None:
+    """Port closed: every request succeeds quickly; events beyond the buffer are dropped
+    and counted in siem_events_dropped_total."""
+    closed_port = free_port()
+    settings = {"logstash_host": "127.0.0.1", "logstash_port": closed_port, "siem_queue_size": 5}
+    async with fresh_app(**settings) as http:
+        mallory = await sign_up(http, "Mallory Corp")
+        victim = await sign_up(http, "Victim Inc")
+        durations = []
+        for _ in range(30):
+            started = time.perf_counter()
+            response = await http.get(f"{victim.org_url}/users", headers=mallory.headers)
+            durations.append(time.perf_counter() - started)
+            assert response.status_code == 404
+        samples = await scrape(http)
+    # Generous: the sender's connect attempts and backoff happen off the request path.
+    assert max(durations) < 2.0, durations
+    assert sample(samples, "security_events_total", event_type="cross_tenant_access") == 30
+    # One event held by the sender while it backs off, five queued, the rest dropped.
+    assert sample(samples, "siem_events_dropped_total", destination="logstash") == 24
+
+
+async def test_events_buffered_while_logstash_is_down_arrive_when_it_is_back(
+    fresh_app: FreshApp,
+) -> None:
+    """The sender retries with backoff; Logstash starting later gets the queued events."""
+    port = free_port()
+    async with fresh_app(logstash_host="127.0.0.1", logstash_port=port) as http:
+        mallory = await sign_up(http, "Mallory Corp")
+        victim = await sign_up(http, "Victim Inc")
+        for _ in range(3):
+            response = await http.get(f"{victim.org_url}/users", headers=mallory.headers)
+            assert response.status_code == 404
+        receiver = TcpReceiver(port)
+        try:
+            lines = wait_until(lambda: len(receiver.lines()) == 3 and receiver.lines())
+        finally:
+            receiver.stop()
+            CAPTURED_LOG_LINES.append(receiver.data().decode(errors="replace"))
+        samples = await scrape(http)
+    assert {json.loads(line)["event_type"] for line in lines} == {"cross_tenant_access"}
+    assert sample(samples, "siem_events_dropped_total", destination="logstash") == 0
+
+
+def test_settings_read_the_syslog_address_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIEM_SYSLOG_ADDRESS=host:port (IPv6 in brackets); a malformed one is refused."""
+    monkeypatch.setenv("SIEM_SYSLOG_ADDRESS", "siem.internal:6514")
+    monkeypatch.setenv("SIEM_SYSLOG_PROTOCOL", "tcp")
+    settings = Settings()
+    assert settings.siem_syslog_address == ("siem.internal", 6514)
+    assert settings.siem_syslog_protocol is SyslogProtocol.TCP
+    monkeypatch.setenv("SIEM_SYSLOG_ADDRESS", "[::1]:514")
+    assert Settings().siem_syslog_address == ("::1", 514)
+    monkeypatch.setenv("SIEM_SYSLOG_ADDRESS", "siem.internal")
+    with pytest.raises(ValueError, match="host:port"):
+        Settings()
+
+
+def test_a_real_server_ships_to_syslog_and_logstash_from_environment_settings(
+    tmp_path: Path, udp_receiver: UdpReceiver, tcp_receiver: TcpReceiver
+) -> None:
+    """`faultmaven-auth serve` with SIEM_* and LOGSTASH_* set: stdout, syslog and Logstash
+    carry the same event; the syslog PROCID is the server's pid."""
+    env = server_env(
+        tmp_path,
+        SIEM_SYSLOG_ADDRESS=f"127.0.0.1:{udp_receiver.port}",
+        LOGSTASH_HOST="127.0.0.1",
+        LOGSTASH_PORT=str(tcp_receiver.port),
+    )
+    migrate(env)
+    with (
+        running_server(env, tmp_path / "stdout.log") as server,
+        httpx.Client(base_url=server.base_url) as http,
+    ):
+        owner_email = f"owner-{os.getpid()}-{time.monotonic_ns()}@example.com"
+        body = {
+            "organization_name": "Acme",
+            "email": owner_email,
+            "password": PASSWORD,
+            "full_name": "Ann Owner",
+        }
+        registered = http.post("/api/v1/auth/register", json=body)
+        assert registered.status_code == 201
+        login = http.post("/api/v1/auth/login", json={"email": owner_email, "password": PASSWORD})
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        other = "00000000-0000-7000-8000-000000000000"
+        assert http.get(f"/api/v1/organizations/{other}", headers=headers).status_code == 404
+        [datagram] = wait_until(lambda: udp_receiver.datagrams)
+        [line] = wait_until(tcp_receiver.lines)
+        pid = server.process.pid
+        stdout = [json.loads(x) for x in server.log_lines()]
+    match = RFC5424.match(datagram.decode("ascii"))
+    assert match
+    assert match["procid"] == str(pid)
+    assert match["msgid"] == "cross_tenant_access"
+    shipped_syslog, shipped_logstash = json.loads(match["msg"]), json.loads(line)
+    [printed] = [r for r in stdout if r.get("logger") == "security"]
+    assert shipped_syslog == shipped_logstash == printed
+    assert printed["target_organization_id"] == other
+    assert printed["user_id"] == registered.json()["user"]["id"]
+    assert owner_email not in datagram.decode() + line.decode()
