@@ -244,7 +244,7 @@ async def test_reserve_attempt_is_atomic_under_concurrency(store: KeyValueStore)
             for _ in range(50)
         )
     )
-    assert sorted(r.count for r in results) == list(range(1, 51))
+    assert sorted(r.attempts for r in results) == list(range(1, 51))
 
 
 async def test_reserve_attempt_counter_expires_from_the_store(store: KeyValueStore) -> None:

@@ -31,6 +31,10 @@ class AuditEventType(StrEnum):
     PERMISSION_DENIED = "authz.permission_denied"
     SIGNING_KEY_ROTATED = "keys.rotated"
     SERVICE_CLIENT_CREATED = "service_client.created"
+    BRUTE_FORCE_DETECTED = "security.brute_force_detected"
+    CREDENTIAL_STUFFING_DETECTED = "security.credential_stuffing_detected"
+    ACCOUNT_LOCKED = "auth.account.locked"
+    ACCOUNT_UNLOCKED = "auth.account.unlocked"
 
 
 class Outcome(StrEnum):

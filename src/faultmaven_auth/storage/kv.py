@@ -38,7 +38,7 @@ async def _redis_errors() -> AsyncIterator[None]:
 class Reservation(NamedTuple):
     """What ``reserve_attempt`` did: the attempt's number in its window, or the lock."""
 
-    count: int  # 0 when refused
+    attempts: int  # 0 when refused
     locked_until: float | None  # the lock's deadline when refused
 
 
