@@ -47,6 +47,7 @@ from faultmaven_auth.observability.tracing import (
 from faultmaven_auth.organizations.endpoints import router as organizations_router
 from faultmaven_auth.rbac.endpoints import router as roles_router
 from faultmaven_auth.runtime import Runtime
+from faultmaven_auth.security.endpoints import router as unlock_router
 from faultmaven_auth.storage.db import Database, create_engine
 from faultmaven_auth.storage.kv import build_kv_store
 from faultmaven_auth.tokens.access import AccessTokenCodec
@@ -244,6 +245,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         roles_router,
         audit_router,
         service_clients_router,
+        unlock_router,
     ):
         app.include_router(router)
 
