@@ -39,6 +39,15 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # Hashing is deliberately cheap in tests; the production defaults are tested on their own.
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 1024, "argon2_parallelism": 1}
 
+# Every test client comes from one address (203.0.113.7), so the per-address limits are
+# lifted for the shared app; tests/security runs its own apps with the limits on.
+# Per-account lockout stays on everywhere (each test uses its own emails).
+SHARED_ADDRESS_LIMITS_OFF = {
+    "rate_limit_enabled": False,
+    "credential_stuffing_max_failures": 1_000_000,
+    "credential_stuffing_max_accounts": 1_000_000,
+}
+
 PASSWORD = "Correct-Horse-Battery-42"
 
 
@@ -113,6 +122,7 @@ async def backend_settings(
     """Settings for one backend, with a freshly migrated, private database."""
     common: dict[str, Any] = {
         **FAST_ARGON2,
+        **SHARED_ADDRESS_LIMITS_OFF,
         "environment": "development",
         "jwt_issuer": "http://testserver",
         "cors_origins": [],

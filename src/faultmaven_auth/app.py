@@ -51,6 +51,7 @@ from faultmaven_auth.organizations.endpoints import router as organizations_rout
 from faultmaven_auth.rbac.endpoints import router as roles_router
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.schemas import refuse_unsafe_parameters
+from faultmaven_auth.security.endpoints import router as unlock_router
 from faultmaven_auth.security.siem import SiemExport
 from faultmaven_auth.storage.db import Database, create_engine
 from faultmaven_auth.storage.kv import build_kv_store
@@ -266,6 +267,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         roles_router,
         audit_router,
         service_clients_router,
+        unlock_router,
     ):
         app.include_router(router)
 

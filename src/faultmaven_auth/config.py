@@ -44,6 +44,13 @@ class SigningAlgorithm(StrEnum):
     RS256 = "RS256"
 
 
+class StoreFailurePolicy(StrEnum):
+    """What login does when the store holding its brute-force counters is down."""
+
+    FAIL_CLOSED = "fail_closed"  # refuse logins (503) rather than run unprotected
+    FAIL_OPEN = "fail_open"  # let logins through without lockout or rate limits
+
+
 class OtlpProtocol(StrEnum):
     HTTP_PROTOBUF = "http/protobuf"
     GRPC = "grpc"  # needs the optional opentelemetry-exporter-otlp-proto-grpc package
@@ -71,6 +78,24 @@ def _host_port(value: object) -> object:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected host:port, got {value!r}")
     return (host, int(port))
+
+
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_rate_limits(text: str) -> list[tuple[int, int]]:
+    """``"10/minute;100/hour"`` -> ``[(10, 60), (100, 3600)]``; empty means no limit."""
+    limits: list[tuple[int, int]] = []
+    for part in text.replace(",", ";").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        count, _, period = part.partition("/")
+        seconds = _PERIODS.get(period.strip().lower().removesuffix("s"))
+        if not count.strip().isdigit() or int(count) < 1 or seconds is None:
+            raise ValueError(f"rate limit {part!r} is not '<count>/<second|minute|hour|day>'")
+        limits.append((int(count), seconds))
+    return limits
 
 
 def _split_list(value: object) -> object:
@@ -191,6 +216,22 @@ class Settings(BaseSettings):
     logstash_host: str | None = None
     logstash_port: int = Field(default=5000, ge=1, le=65535)
     siem_queue_size: int = Field(default=10_000, ge=1)
+    # Login protection (docs/security-monitoring.md): per-account lockout, per-address
+    # credential-stuffing throttle, per-address rate limits ("10/minute;100/hour").
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
+    lockout_base_seconds: int = Field(default=60, ge=1)
+    lockout_max_seconds: int = Field(default=15 * 60, ge=1)
+    credential_stuffing_max_failures: int = Field(default=20, ge=1)
+    credential_stuffing_max_accounts: int = Field(default=10, ge=1)
+    credential_stuffing_window_seconds: int = Field(default=10 * 60, ge=1)
+    login_protection_store_failure: StoreFailurePolicy | None = None  # by ENVIRONMENT
+    rate_limit_enabled: bool = True
+    rate_limit_login: str = "10/minute;100/hour"
+    rate_limit_register: str = "5/minute;20/hour"
+    rate_limit_refresh: str = "30/minute;600/hour"
+    rate_limit_introspect: str = "600/minute"
+    rate_limit_invitation: str = "10/minute;50/hour"
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -231,6 +272,18 @@ class Settings(BaseSettings):
             raise ValueError("CORS_ORIGINS must list origins explicitly; '*' is not allowed")
         return value
 
+    @field_validator(
+        "rate_limit_login",
+        "rate_limit_register",
+        "rate_limit_refresh",
+        "rate_limit_introspect",
+        "rate_limit_invitation",
+    )
+    @classmethod
+    def _valid_rate_limits(cls, value: str) -> str:
+        parse_rate_limits(value)  # raises ValueError naming the bad part
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
@@ -246,6 +299,15 @@ class Settings(BaseSettings):
     @property
     def uses_in_process_store(self) -> bool:
         return not self.redis_url
+
+    @property
+    def store_failure_policy(self) -> StoreFailurePolicy:
+        """LOGIN_PROTECTION_STORE_FAILURE, else closed in production and open elsewhere."""
+        if self.login_protection_store_failure is not None:
+            return self.login_protection_store_failure
+        if self.environment is Environment.PRODUCTION:
+            return StoreFailurePolicy.FAIL_CLOSED
+        return StoreFailurePolicy.FAIL_OPEN
 
     @property
     def tracing_active(self) -> bool:

@@ -17,6 +17,8 @@ installed by ``install_error_handlers`` turn them (and framework errors) into
     ├── Conflict                  409     CONFLICT (and specific codes)
     │   └── LastOwnerRemoval      409     LAST_OWNER (also a security event)
     ├── PayloadTooLarge           413     PAYLOAD_TOO_LARGE
+    ├── TooManyRequests           429     RATE_LIMITED (with Retry-After)
+    │   └── AccountLocked         429     ACCOUNT_LOCKED (with Retry-After)
     └── ServiceUnavailable        503     SERVICE_UNAVAILABLE
 
 Third-party exceptions are translated here, at the boundary:
@@ -46,6 +48,7 @@ a traceback never reaches the client.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -164,6 +167,23 @@ class PayloadTooLarge(AppError):
     status_code = 413
     code = "PAYLOAD_TOO_LARGE"
     message = "The request body is too large"
+
+
+class TooManyRequests(AppError):
+    """A limit was reached; ``Retry-After`` says in how many seconds to try again."""
+
+    status_code = 429
+    code = "RATE_LIMITED"
+    message = "Too many requests; try again later"
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(message, headers={"Retry-After": str(self.retry_after)})
+
+
+class AccountLocked(TooManyRequests):
+    code = "ACCOUNT_LOCKED"
+    message = "Too many failed login attempts; the account is temporarily locked"
 
 
 class ServiceUnavailable(AppError):

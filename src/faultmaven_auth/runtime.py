@@ -6,6 +6,8 @@ Built once by ``app.create_app``'s lifespan and reached from endpoints through
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -34,6 +36,8 @@ class Runtime:
     metrics: Metrics
     activity: ActivityTracker
     tracer: Tracer  # the no-op tracer when tracing is off
+    # Wall-clock seconds for time-based security decisions (windows, locks); tests replace it.
+    clock: Callable[[], float] = time.time
 
 
 # Whatever uses the runtime may reach the database or the store: 503 when they are down.

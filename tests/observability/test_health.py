@@ -30,7 +30,11 @@ async def test_health_and_ready_when_everything_is_up(client: httpx.AsyncClient)
     assert health.json() == {"status": "healthy", "edition": "enterprise"}
     ready = await client.get("/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": True, "redis": True}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"database": True, "redis": True, "login_protection": True},
+        "login_protection": "enforced",
+    }
 
 
 async def test_unreachable_postgres_fails_readiness_not_liveness() -> None:
@@ -44,7 +48,11 @@ async def test_unreachable_postgres_fails_readiness_not_liveness() -> None:
         assert (await http.get("/health")).status_code == 200
         ready = await http.get("/ready")
         assert ready.status_code == 503
-        assert ready.json() == {"status": "not_ready", "checks": {"database": False, "redis": True}}
+        assert ready.json() == {
+            "status": "not_ready",
+            "checks": {"database": False, "redis": True, "login_protection": True},
+            "login_protection": "enforced",
+        }
         login = await http.post(
             "/api/v1/auth/login", json={"email": "a@example.com", "password": PASSWORD}
         )
@@ -74,7 +82,12 @@ async def test_unreachable_redis_fails_readiness_not_liveness(
         assert (await http.get("/health")).status_code == 200
         ready = await http.get("/ready")
         assert ready.status_code == 503
-        assert ready.json() == {"status": "not_ready", "checks": {"database": True, "redis": False}}
+        assert ready.json() == {
+            "status": "not_ready",
+            "checks": {"database": True, "redis": False, "login_protection": False},
+            # Development default: logins go on without lockout while the store is down.
+            "login_protection": "failing_open",
+        }
         me = await http.get("/api/v1/auth/me", headers=account.headers)
         assert me.status_code == 503
         assert me.json()["error"]["code"] == "STORE_UNAVAILABLE"

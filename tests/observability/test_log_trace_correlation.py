@@ -34,7 +34,7 @@ def test_log_trace_id_equals_the_exported_span(tmp_path: Path, otlp_receiver: Ot
     mine = [line for line in lines if line.get("request_id") == request_id]
     assert {line["message"] for line in mine} >= {
         "Request started",
-        "Login failed",
+        "Failed login attempt",
         "Request completed",
     }
     trace_ids = {line.get("trace_id") for line in mine}
@@ -46,5 +46,5 @@ def test_log_trace_id_equals_the_exported_span(tmp_path: Path, otlp_receiver: Ot
     server_span = next(span for span in spans if not span.parent_span_id)
     completed = next(line for line in mine if line["message"] == "Request completed")
     assert completed["span_id"] == server_span.span_id
-    login_failed = next(line for line in mine if line["message"] == "Login failed")
+    login_failed = next(line for line in mine if line["message"] == "Failed login attempt")
     assert login_failed["span_id"] in {span.span_id for span in spans}

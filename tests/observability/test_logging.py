@@ -86,7 +86,7 @@ def test_request_lines_carry_the_request_id(server_log: dict) -> None:
     records = [r for r in parse(server_log["lines"]) if r.get("request_id") == "bad-login-1"]
     messages = [r["message"] for r in records]
     assert messages[0] == "Request started"
-    assert "Login failed" in messages
+    assert "Failed login attempt" in messages
     assert messages[-1] == "Request completed"
     completed = records[-1]
     assert completed["status_code"] == 401
@@ -95,8 +95,10 @@ def test_request_lines_carry_the_request_id(server_log: dict) -> None:
     assert completed["client_ip"] == "127.0.0.1"
     assert "python-httpx" in str(completed["user_agent"])
     assert isinstance(completed["duration_ms"], int | float)
-    login_failed = next(r for r in records if r["message"] == "Login failed")
-    assert login_failed["reason"] == "invalid_password"
+    login_failed = next(r for r in records if r["message"] == "Failed login attempt")
+    assert login_failed["reason"] == "invalid_credentials"
+    assert login_failed["logger"] == "security"
+    assert login_failed["level"] == "WARNING"
 
 
 def test_request_ids_are_echoed_or_generated(server_log: dict) -> None:

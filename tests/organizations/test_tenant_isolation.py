@@ -75,6 +75,7 @@ ROUTES = [
         lambda ids: {"role_ids": [SYSTEM_ROLE_IDS["viewer"]]},
         "USER_NOT_FOUND",
     ),
+    Route("POST", ORG + "/users/{user_id}/unlock", None, "USER_NOT_FOUND"),
     Route("GET", ORG + "/teams"),
     Route("POST", ORG + "/teams", lambda ids: {"name": "Intruders"}),
     Route("GET", ORG + "/teams/{team_id}", None, "TEAM_NOT_FOUND"),

@@ -33,6 +33,18 @@ from tests.security.receivers import (
 from tests.support.server import free_port, migrate, running_server, server_env
 
 AUTHPRIV_WARNING = 10 * 8 + 4
+CROSS_TENANT = "cross_tenant_access"
+
+
+def syslog_of_type(messages: list[bytes], msgid: str) -> list[bytes]:
+    """The syslog messages whose MSGID is ``msgid`` (login outcome lines ship too)."""
+    return [m for m in messages if (match := RFC5424.match(m.decode())) and match["msgid"] == msgid]
+
+
+def json_of_type(lines: list[bytes], event_type: str) -> list[bytes]:
+    return [line for line in lines if json.loads(line)["event_type"] == event_type]
+
+
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
@@ -104,7 +116,7 @@ async def test_udp_syslog_receiver_gets_an_rfc5424_message(
     address = ("127.0.0.1", udp_receiver.port)
     async with fresh_app(siem_syslog_address=address) as http:
         mallory, victim = await probe_other_tenant(http)
-        [datagram] = wait_until(lambda: udp_receiver.datagrams)
+        [datagram] = wait_until(lambda: syslog_of_type(udp_receiver.datagrams, CROSS_TENANT))
     event = assert_syslog_message(datagram, "cross_tenant_access")
     assert_cross_tenant_event(event, mallory, victim)
 
@@ -124,7 +136,11 @@ async def test_tcp_syslog_receiver_gets_octet_counted_messages(
         assert (await http.delete(owner.org_url, headers=viewer.headers)).status_code == 403
 
         def two_frames() -> list[bytes] | None:
-            frames = octet_counted_frames(tcp_receiver.data())
+            frames = [
+                frame
+                for msgid in (CROSS_TENANT, "privilege_escalation_attempt")
+                for frame in syslog_of_type(octet_counted_frames(tcp_receiver.data()), msgid)
+            ]
             return frames if len(frames) == 2 else None
 
         frames = wait_until(two_frames)
@@ -141,8 +157,48 @@ async def test_logstash_receives_json_lines(fresh_app: FreshApp, tcp_receiver: T
     """LOGSTASH_HOST/PORT: each event is one JSON object and a newline."""
     async with fresh_app(logstash_host="127.0.0.1", logstash_port=tcp_receiver.port) as http:
         mallory, victim = await probe_other_tenant(http)
-        [line] = wait_until(tcp_receiver.lines)
+        [line] = wait_until(lambda: json_of_type(tcp_receiver.lines(), CROSS_TENANT))
     assert_cross_tenant_event(json.loads(line), mallory, victim)
+
+
+async def test_login_protection_events_reach_logstash(
+    fresh_app: FreshApp, tcp_receiver: TcpReceiver
+) -> None:
+    """Password guessing ships its failed logins, the brute-force detection and the lock,
+    each with the event schema, the masked email and the caller's address."""
+    settings = {"logstash_host": "127.0.0.1", "logstash_port": tcp_receiver.port}
+    async with fresh_app(**settings) as http:
+        owner = await sign_up(http)
+        email = owner.email
+        for _ in range(5):
+            wrong = {"email": email, "password": "not-the-password-1"}
+            assert (await http.post("/api/v1/auth/login", json=wrong)).status_code == 401
+        right = {"email": email, "password": PASSWORD}
+        locked = await http.post("/api/v1/auth/login", json=right)
+        assert locked.status_code == 429
+        assert locked.json()["error"]["code"] == "ACCOUNT_LOCKED"
+
+        def shipped() -> list[dict[str, Any]] | None:
+            events = [json.loads(line) for line in tcp_receiver.lines()]
+            types = [e["event_type"] for e in events]
+            return (
+                events if types.count("login_failed") == 6 and "account_locked" in types else None
+            )
+
+        events = wait_until(shipped)
+    by_type = {e["event_type"]: e for e in events}
+    brute, lock = by_type["brute_force_detected"], by_type["account_locked"]
+    assert brute["level"] == "CRITICAL"
+    assert lock["level"] == "WARNING"
+    for event in (brute, lock, by_type["login_failed"]):
+        assert event["schema_version"] == 1
+        assert event["logger"] == "security"
+        assert event["email"] == "o***@example.com"
+        assert event["client_ip"] == event["ip_address"]
+    assert brute["reason"] == lock["reason"] == "failed_login_limit"
+    assert brute["failed_attempts"] == 5
+    assert by_type["login_succeeded"]["user_id"] == owner.user_id
+    assert email not in tcp_receiver.data().decode()
 
 
 async def test_a_down_logstash_neither_fails_nor_slows_requests(fresh_app: FreshApp) -> None:
@@ -163,8 +219,9 @@ async def test_a_down_logstash_neither_fails_nor_slows_requests(fresh_app: Fresh
     # Generous: the sender's connect attempts and backoff happen off the request path.
     assert max(durations) < 2.0, durations
     assert sample(samples, "security_events_total", event_type="cross_tenant_access") == 30
-    # One event held by the sender while it backs off, five queued, the rest dropped.
-    assert sample(samples, "siem_events_dropped_total", destination="logstash") == 24
+    # Two sign-in lines and 30 events; one held by the sender while it backs off, five
+    # queued, the rest dropped.
+    assert sample(samples, "siem_events_dropped_total", destination="logstash") == 2 + 30 - 6
 
 
 async def test_events_buffered_while_logstash_is_down_arrive_when_it_is_back(
@@ -180,12 +237,13 @@ async def test_events_buffered_while_logstash_is_down_arrive_when_it_is_back(
             assert response.status_code == 404
         receiver = TcpReceiver(port)
         try:
-            lines = wait_until(lambda: len(receiver.lines()) == 3 and receiver.lines())
+            lines = wait_until(lambda: len(receiver.lines()) == 5 and receiver.lines())
         finally:
             receiver.stop()
             CAPTURED_LOG_LINES.append(receiver.data().decode(errors="replace"))
         samples = await scrape(http)
-    assert {json.loads(line)["event_type"] for line in lines} == {"cross_tenant_access"}
+    shipped = [json.loads(line)["event_type"] for line in lines]
+    assert shipped == ["login_succeeded"] * 2 + [CROSS_TENANT] * 3
     assert sample(samples, "siem_events_dropped_total", destination="logstash") == 0
 
 
@@ -234,8 +292,8 @@ def test_a_real_server_ships_to_syslog_and_logstash_from_environment_settings(
         headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
         other = "00000000-0000-7000-8000-000000000000"
         assert http.get(f"/api/v1/organizations/{other}", headers=headers).status_code == 404
-        [datagram] = wait_until(lambda: udp_receiver.datagrams)
-        [line] = wait_until(tcp_receiver.lines)
+        [datagram] = wait_until(lambda: syslog_of_type(udp_receiver.datagrams, CROSS_TENANT))
+        [line] = wait_until(lambda: json_of_type(tcp_receiver.lines(), CROSS_TENANT))
         pid = server.process.pid
         stdout = [json.loads(x) for x in server.log_lines()]
     match = RFC5424.match(datagram.decode("ascii"))
@@ -243,7 +301,7 @@ def test_a_real_server_ships_to_syslog_and_logstash_from_environment_settings(
     assert match["procid"] == str(pid)
     assert match["msgid"] == "cross_tenant_access"
     shipped_syslog, shipped_logstash = json.loads(match["msg"]), json.loads(line)
-    [printed] = [r for r in stdout if r.get("logger") == "security"]
+    [printed] = [r for r in stdout if r.get("event_type") == CROSS_TENANT]
     assert shipped_syslog == shipped_logstash == printed
     assert printed["target_organization_id"] == other
     assert printed["user_id"] == registered.json()["user"]["id"]

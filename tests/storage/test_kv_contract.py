@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from faultmaven_auth.storage.kv import KeyValueStore, MemoryStore, RedisStore
+from faultmaven_auth.storage.kv import KeyValueStore, MemoryStore, RedisStore, Reservation
 from tests.conftest import REDIS_URL, check_redis, delete_redis_prefix
 
 # Expiry tests really wait for the clock: TTLs are whole seconds on both stores.
@@ -201,3 +202,59 @@ async def test_redis_prefixes_isolate_stores_sharing_a_server() -> None:
         await raw.aclose()
         await delete_redis_prefix(first_prefix)
         await delete_redis_prefix(second_prefix)
+
+
+# -- reserve_attempt: the lockout counter (check the lock and count in one step) ------
+# Its window and the lock deadline are on the caller's clock (``now``), so these tests
+# move time by passing a later ``now``; nothing waits.
+
+
+async def test_reserve_attempt_counts_within_the_window(store: KeyValueStore) -> None:
+    """Attempts are numbered 1, 2, 3 while no lock is set; the counter starts on its own."""
+    counts = [
+        await store.reserve_attempt("acct", lock_key="acct-lock", now=1000.0 + i, window_seconds=60)
+        for i in range(3)
+    ]
+    assert counts == [Reservation(1, None), Reservation(2, None), Reservation(3, None)]
+
+
+async def test_reserve_attempt_restarts_after_the_window(store: KeyValueStore) -> None:
+    """An attempt a full window after the first one starts the count again at one."""
+    await store.reserve_attempt("w", lock_key="w-lock", now=1000.0, window_seconds=60)
+    await store.reserve_attempt("w", lock_key="w-lock", now=1059.0, window_seconds=60)
+    again = await store.reserve_attempt("w", lock_key="w-lock", now=1060.0, window_seconds=60)
+    assert again == Reservation(1, None)
+
+
+async def test_reserve_attempt_is_refused_while_locked(store: KeyValueStore) -> None:
+    """A lock deadline after ``now`` refuses without counting; at the deadline it is over."""
+    await store.reserve_attempt("l", lock_key="l-lock", now=1000.0, window_seconds=600)
+    await store.set("l-lock", repr(1100.5), ttl_seconds=600)
+    refused = await store.reserve_attempt("l", lock_key="l-lock", now=1100.0, window_seconds=600)
+    assert refused == Reservation(0, 1100.5)
+    after = await store.reserve_attempt("l", lock_key="l-lock", now=1100.5, window_seconds=600)
+    assert after == Reservation(2, None)  # the refused attempt was not counted
+
+
+async def test_reserve_attempt_is_atomic_under_concurrency(store: KeyValueStore) -> None:
+    """50 concurrent reservations get the distinct numbers 1..50."""
+    results = await asyncio.gather(
+        *(
+            store.reserve_attempt("burst", lock_key="burst-lock", now=1000.0, window_seconds=60)
+            for _ in range(50)
+        )
+    )
+    assert sorted(r.attempts for r in results) == list(range(1, 51))
+
+
+async def test_reserve_attempt_counter_expires_from_the_store(store: KeyValueStore) -> None:
+    """The counter key itself expires after the window (nothing lives forever)."""
+    await store.reserve_attempt("gc", lock_key="gc-lock", now=time.time(), window_seconds=1)
+    await asyncio.sleep(EXPIRY_WAIT)
+    assert await store.get("gc") is None
+
+
+async def test_reserve_attempt_rejects_a_non_positive_window(store: KeyValueStore) -> None:
+    """Like every write, a window <= 0 is refused with ValueError."""
+    with pytest.raises(ValueError, match="ttl"):
+        await store.reserve_attempt("bad", lock_key="bad-lock", now=1.0, window_seconds=0)

@@ -35,6 +35,10 @@ class AuditEventType(StrEnum):
     SIGNING_KEYS_ENCRYPTED = "keys.encrypted"
     SERVICE_CLIENT_CREATED = "service_client.created"
     SERVICE_CLIENT_REVOKED = "service_client.revoked"
+    BRUTE_FORCE_DETECTED = "security.brute_force_detected"
+    CREDENTIAL_STUFFING_DETECTED = "security.credential_stuffing_detected"
+    ACCOUNT_LOCKED = "auth.account.locked"
+    ACCOUNT_UNLOCKED = "auth.account.unlocked"
 
 
 class Outcome(StrEnum):

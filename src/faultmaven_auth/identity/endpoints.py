@@ -28,6 +28,7 @@ from faultmaven_auth.rbac.dependencies import (
 from faultmaven_auth.rbac.permissions import Permission
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.schemas import Page, decode_cursor, encode_cursor
+from faultmaven_auth.security.rate_limit import RateLimitScope, enforce_rate_limit
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/v1/organizations/{org_id}/users", tags=["users"])
@@ -42,7 +43,11 @@ users_router = APIRouter(prefix="/api/v1/organizations/{org_id}/users", tags=["u
 async def register(
     body: RegisterRequest, request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> RegisterResponse:
-    user, org = await service.register(runtime, body, request_meta(request))
+    meta = request_meta(request)
+    invited = body.invitation_token is not None
+    scope = RateLimitScope.INVITATION if invited else RateLimitScope.REGISTER
+    await enforce_rate_limit(runtime, scope, meta)
+    user, org = await service.register(runtime, body, meta)
     return RegisterResponse(
         user=UserOut.model_validate(user), organization=OrganizationOut.model_validate(org)
     )

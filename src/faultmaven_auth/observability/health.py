@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from faultmaven_auth.config import Settings, StoreFailurePolicy
 from faultmaven_auth.runtime import Runtime, get_runtime
 
 router = APIRouter(tags=["operations"])
@@ -30,6 +31,15 @@ async def _check(name: str, probe: Callable[[], Awaitable[None]], limit: float) 
         )
         return False
     return True
+
+
+def login_protection_state(settings: Settings, *, store_up: bool) -> str:
+    """``enforced``; or, with its store down, ``failing_closed`` / ``failing_open``."""
+    if store_up:
+        return "enforced"
+    if settings.store_failure_policy is StoreFailurePolicy.FAIL_CLOSED:
+        return "failing_closed"
+    return "failing_open"
 
 
 @router.get("/health")
@@ -63,7 +73,8 @@ async def ready(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
     return JSONResponse(
         {
             "status": "ready" if ok else "not_ready",
-            "checks": {"database": database, "redis": redis},
+            "checks": {"database": database, "redis": redis, "login_protection": redis},
+            "login_protection": login_protection_state(runtime.settings, store_up=redis),
         },
         status_code=200 if ok else 503,
     )

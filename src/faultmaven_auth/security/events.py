@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from faultmaven_auth.observability.context import current_client
+from faultmaven_auth.observability.logging import mask_emails
 
 SCHEMA_VERSION = 1
 LOGGER_NAME = "security"
@@ -68,14 +69,43 @@ def emit_security_event(
     win over the request context of the same name. ``metrics`` may be None only where no
     app is running (a CLI command), and then nothing is counted.
     """
+    _check_fields(fields)
+    if metrics is not None:
+        metrics.security_event(event_type.value)
+    _write(event_type.value, message, level, fields)
+
+
+def log_security_line(event_type: str, message: str, *, level: int, **fields: Any) -> None:
+    """A line on the ``security`` logger that is not a counted security event.
+
+    Login outcomes (``login_succeeded``, ``login_failed``) and login-protection outages
+    (``login_protection_unavailable``) share the event schema, so a SIEM receives them
+    alike, but they are counted elsewhere (``auth_attempts_total``) or not at all.
+    """
+    if event_type in _COUNTED:
+        raise ValueError(f"{event_type!r} is a counted security event: use emit_security_event")
+    _check_fields(fields)
+    _write(event_type, message, level, fields)
+
+
+def masked_email(email: str) -> str:
+    """``j***@example.com``: enough to correlate, not enough to enumerate."""
+    return mask_emails(email) if "@" in email else "***"
+
+
+_COUNTED = frozenset(t.value for t in SecurityEventType)
+
+
+def _check_fields(fields: dict[str, Any]) -> None:
     reserved = _RESERVED_FIELDS.intersection(fields)
     if reserved:
         raise ValueError(f"security event fields shadow log fields: {sorted(reserved)}")
-    if metrics is not None:
-        metrics.security_event(event_type.value)
+
+
+def _write(event_type: str, message: str, level: int, fields: dict[str, Any]) -> None:
     client_ip, user_agent = current_client()
     extra: dict[str, Any] = {
-        "event_type": event_type.value,
+        "event_type": event_type,
         "schema_version": SCHEMA_VERSION,
     }
     if client_ip is not None:

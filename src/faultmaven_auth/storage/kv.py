@@ -9,10 +9,11 @@ a TTL in seconds so nothing here lives forever.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -34,6 +35,13 @@ async def _redis_errors() -> AsyncIterator[None]:
         raise StoreUnavailable from exc
 
 
+class Reservation(NamedTuple):
+    """What ``reserve_attempt`` did: the attempt's number in its window, or the lock."""
+
+    attempts: int  # 0 when refused
+    locked_until: float | None  # the lock's deadline when refused
+
+
 class KeyValueStore(Protocol):
     async def get(self, key: str) -> str | None: ...
 
@@ -47,6 +55,18 @@ class KeyValueStore(Protocol):
 
     async def increment(self, key: str, ttl_seconds: int) -> int:
         """Add one atomically; the TTL starts when the key is created, not on each call."""
+        ...
+
+    async def reserve_attempt(
+        self, key: str, *, lock_key: str, now: float, window_seconds: int
+    ) -> Reservation:
+        """Count one attempt atomically, unless ``lock_key`` holds a deadline after ``now``.
+
+        Locked: nothing changes and the deadline is returned. Otherwise the counter at
+        ``key`` goes up by one, or starts again at one when its window (``window_seconds``
+        from its first attempt, measured on the caller's clock ``now``) has passed. Check
+        and count are one step, so parallel callers can never all see room under a limit.
+        """
         ...
 
     async def delete(self, key: str) -> bool: ...
@@ -129,6 +149,24 @@ class MemoryStore:
             self._data[key] = (str(value), self._data[key][1])
             return value
 
+    async def reserve_attempt(
+        self, key: str, *, lock_key: str, now: float, window_seconds: int
+    ) -> Reservation:
+        _check_ttl(window_seconds)
+        async with self._lock:
+            locked_until = _deadline(self._live(lock_key))
+            if locked_until is not None and locked_until > now:
+                return Reservation(0, locked_until)
+            count, since = _parse_attempts(self._live(key))
+            if count == 0 or now - since >= window_seconds:
+                self._sweep()
+                count, since, expires = 0, now, self._now() + window_seconds
+            else:
+                expires = self._data[key][1]
+            count += 1
+            self._data[key] = (f"{count} {since!r}", expires)
+            return Reservation(count, None)
+
     async def delete(self, key: str) -> bool:
         live = self._live(key) is not None
         self._data.pop(key, None)
@@ -162,12 +200,37 @@ class MemoryStore:
         self._sets.clear()
 
 
+# KEYS: counter, lock. ARGV: now, window. The counter is "<count> <window start>".
+_RESERVE_ATTEMPT = """
+local locked = tonumber(redis.call('GET', KEYS[2]) or '')
+if locked and locked > tonumber(ARGV[1]) then
+  return {0, redis.call('GET', KEYS[2])}
+end
+local current = redis.call('GET', KEYS[1])
+local count, since = 0, ARGV[1]
+if current then
+  local n, s = string.match(current, '^(%d+) (%S+)$')
+  if n and tonumber(ARGV[1]) - tonumber(s) < tonumber(ARGV[2]) then
+    count, since = tonumber(n), s
+  end
+end
+count = count + 1
+if count == 1 then
+  redis.call('SET', KEYS[1], count .. ' ' .. since, 'EX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], count .. ' ' .. since, 'KEEPTTL')
+end
+return {count, ''}
+"""
+
+
 class RedisStore:
     """Redis-backed store; every key is prefixed so several services can share a server."""
 
     def __init__(self, client: Redis, prefix: str = "") -> None:
         self._redis = client
         self._prefix = prefix
+        self._reserve = client.register_script(_RESERVE_ATTEMPT)
 
     @property
     def client(self) -> Redis:
@@ -221,6 +284,18 @@ class RedisStore:
             count, _ = await pipe.execute()
         return int(count)
 
+    async def reserve_attempt(
+        self, key: str, *, lock_key: str, now: float, window_seconds: int
+    ) -> Reservation:
+        _check_ttl(window_seconds)
+        async with _redis_errors():
+            count, locked = await self._reserve(
+                keys=[self._k(key), self._k(lock_key)], args=[repr(now), window_seconds]
+            )
+        if int(count) == 0:
+            return Reservation(0, float(locked))
+        return Reservation(int(count), None)
+
     async def delete(self, key: str) -> bool:
         async with _redis_errors():
             return bool(await self._redis.delete(self._k(key)))
@@ -248,6 +323,21 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _deadline(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+def _parse_attempts(value: str | None) -> tuple[int, float]:
+    count, _, since = (value or "").partition(" ")
+    try:
+        return int(count), float(since)
+    except ValueError:
+        return 0, math.nan
 
 
 def _check_ttl(ttl_seconds: int) -> None:

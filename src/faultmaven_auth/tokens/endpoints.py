@@ -20,6 +20,7 @@ from faultmaven_auth.rbac.dependencies import (
     verify_access_token,
 )
 from faultmaven_auth.runtime import Runtime, get_runtime
+from faultmaven_auth.security.rate_limit import RateLimitScope, enforce_rate_limit
 from faultmaven_auth.tokens import introspection, service
 from faultmaven_auth.tokens.schemas import (
     LoginRequest,
@@ -59,7 +60,9 @@ async def login(
 async def refresh(
     body: RefreshRequest, request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> TokenResponse:
-    pair = await service.refresh_session(runtime, body.refresh_token, request_meta(request))
+    meta = request_meta(request)
+    await enforce_rate_limit(runtime, RateLimitScope.REFRESH, meta)
+    pair = await service.refresh_session(runtime, body.refresh_token, meta)
     return _tokens(pair)
 
 
@@ -136,6 +139,7 @@ _INTROSPECTION_BODY = {
 )
 async def introspect(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """RFC 7662 token introspection for service clients (HTTP Basic)."""
+    await enforce_rate_limit(runtime, RateLimitScope.INTROSPECT, request_meta(request))
     async with runtime.db.session() as session:
         client = await authenticate_service_client(session, request.headers.get("authorization"))
     token = await _introspection_token(request)

@@ -30,10 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType, Outcome
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
-from faultmaven_auth.errors import InvalidCredentials, InvalidToken
+from faultmaven_auth.errors import InvalidCredentials, InvalidToken, TooManyRequests
 from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.events import SecurityEventType, emit_security_event
+from faultmaven_auth.security.lockout import begin_login_attempt
 from faultmaven_auth.storage.kv import StoreUnavailable
 from faultmaven_auth.storage.models import Organization, RefreshToken, User
 from faultmaven_auth.storage.models.base import utcnow
@@ -154,6 +155,11 @@ async def login(
     where the address has no account is an unknown user (still one dummy verification).
     """
     started = time.perf_counter()
+    try:  # refused before any lookup or hashing: locked account, throttled address
+        attempt = await begin_login_attempt(runtime, email, organization_id, meta)
+    except TooManyRequests:
+        await record_auth_attempt(runtime, "password", False, started)
+        raise
     tracer = runtime.tracer
     with traced(tracer, "authenticate_user") as span:
         with traced(tracer, "db_query_user"):
@@ -178,19 +184,8 @@ async def login(
             span.set_attribute("enduser.id", str(user.id))
         if reason is not None:
             span.set_attribute("auth.failure_reason", reason)
-            async with runtime.db.transaction() as session:
-                record_audit_event(
-                    session,
-                    AuditEventType.LOGIN_FAILED,
-                    meta=meta,
-                    organization_id=organization.id if organization else None,
-                    actor_id=user.id if user else None,
-                    target_type="user",
-                    target_id=user.id if user else None,
-                    outcome=Outcome.FAILURE,
-                    details={"method": "password", "reason": reason},
-                )
-            logger.info("Login failed", extra={"event_type": "login_failed", "reason": reason})
+            # Audit (aggregated for unknown emails), security log, lockout and stuffing.
+            await attempt.failed(reason, user, organization)
             await record_auth_attempt(runtime, "password", False, started)
     if reason is not None:
         # Raised outside the span: a refused login is an outcome (auth_success), not an error.
@@ -214,6 +209,7 @@ async def login(
             target_id=user.id,
             details={"method": "password", "password_rehashed": new_hash is not None},
         )
+    await attempt.succeeded(user)
     await record_auth_attempt(runtime, "password", True, started)
     return pair
 
