@@ -1,4 +1,5 @@
-"""Command-line interface: serve, migrate, bootstrap, keys rotate, service-clients, check-config.
+"""Command-line interface: serve, migrate, bootstrap, keys rotate, service-clients, audit
+verify, check-config.
 
 Every command reads the same settings as the service (environment variables, ``.env``).
 """
@@ -17,6 +18,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
@@ -258,6 +260,54 @@ def service_clients_create(name: str, organization_id: uuid.UUID | None) -> None
             await db.dispose()
 
     click.echo(json.dumps(_run(go)))
+
+
+@main.group()
+def audit() -> None:
+    """The audit log."""
+
+
+@audit.command("verify")
+@click.option(
+    "--organization",
+    default=None,
+    metavar="ID",
+    help="Verify one organization's chain (`platform`: events of no organization). "
+    "Default: every chain.",
+)
+def audit_verify(organization: str | None) -> None:
+    """Recompute the audit hash chains; print a JSON report; exit 1 if a link is broken."""
+    from faultmaven_auth.audit.verification import verify_audit_chains
+    from faultmaven_auth.storage.audit_chain import PLATFORM_CHAIN
+    from faultmaven_auth.storage.db import Database, create_engine
+
+    if organization is not None and organization != PLATFORM_CHAIN:
+        try:
+            organization = str(uuid.UUID(organization))
+        except ValueError:
+            raise click.BadParameter(
+                "an organization id (UUID) or `platform`", param_hint="--organization"
+            ) from None
+    settings = _settings()
+
+    async def go() -> dict[str, Any]:
+        db = Database(create_engine(settings.database_url))
+        try:
+            report = await verify_audit_chains(db, organization)
+            return report.as_dict()
+        finally:
+            await db.dispose()
+
+    try:
+        result = _run(go)
+    except (OperationalError, ProgrammingError) as exc:
+        raise click.ClickException(
+            "cannot read the audit log (is the database migrated? run `faultmaven-auth "
+            f"migrate`): {type(exc.orig).__name__}"
+        ) from exc
+    click.echo(json.dumps(result, indent=2))
+    if not result["ok"]:
+        sys.exit(1)
 
 
 @main.command("check-config")

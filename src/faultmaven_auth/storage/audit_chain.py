@@ -28,9 +28,9 @@ import json
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, insert, update
+from sqlalchemy import Table, event, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, UOWTransaction
@@ -42,6 +42,8 @@ from faultmaven_auth.storage.models.base import utcnow
 GENESIS_HASH = "0" * 64
 PLATFORM_CHAIN = "platform"
 CANONICAL_VERSION = 1
+# Core statements on the head table: nothing here needs the ORM's bookkeeping mid-flush.
+_HEADS = cast(Table, AuditChainHead.__table__)
 
 
 def chain_key(organization_id: uuid.UUID | None) -> str:
@@ -100,7 +102,7 @@ def _advance_head(session: Session, key: str, count: int) -> tuple[int, str]:
     The UPDATE comes first so the head row is locked (PostgreSQL) or the database's
     write lock is held (SQLite) before the previous hash is read.
     """
-    table = AuditChainHead.__table__
+    table = _HEADS
     advance = (
         update(table)
         .where(table.c.chain_key == key)
@@ -123,7 +125,7 @@ def _advance_head(session: Session, key: str, count: int) -> tuple[int, str]:
 
 
 def _set_head_hash(session: Session, key: str, head_hash: str) -> None:
-    table = AuditChainHead.__table__
+    table = _HEADS
     session.execute(update(table).where(table.c.chain_key == key).values(hash=head_hash))
 
 

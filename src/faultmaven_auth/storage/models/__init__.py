@@ -28,6 +28,6 @@ __all__ = [
 
 # Every ORM session chains the audit events it writes; importing the models is enough,
 # so no writer of audit events can forget it (see storage.audit_chain).
-from faultmaven_auth.storage.audit_chain import install_audit_chain  # noqa: E402
+from faultmaven_auth.storage.audit_chain import install_audit_chain
 
 install_audit_chain()
