@@ -36,6 +36,8 @@ COMMANDS = [
     ["service-clients", "create"],
     ["service-clients", "list"],
     ["service-clients", "revoke"],
+    ["audit"],
+    ["audit", "verify"],
     ["check-config"],
 ]
 
@@ -178,6 +180,31 @@ async def test_keys_rotate_publishes_a_new_key_next_to_the_old(database_url: str
     async with running_app(settings) as app, client_for(app) as client:
         kids = {k["kid"] for k in (await client.get("/.well-known/jwks.json")).json()["keys"]}
     assert kids == {first["kid"], result["kid"]}
+
+
+async def test_audit_verify_checks_every_chain_platform_included(database_url: str) -> None:
+    """`audit verify` reports each chain with its head; platform events (key rotations)
+    form their own chain; an intact log exits 0."""
+    env = {"DATABASE_URL": database_url}
+    for _ in range(2):
+        assert (await invoke_in_thread(["keys", "rotate"], env)).exit_code == 0
+    created = await invoke_in_thread(["service-clients", "create", "--name", "gateway"], env)
+    assert created.exit_code == 0, created.output
+
+    verified = await invoke_in_thread(["audit", "verify"], env)
+    assert verified.exit_code == 0, verified.output
+    report = json.loads(verified.output)
+    assert report["ok"] is True
+    assert report["first_break"] is None
+    assert (report["chains_checked"], report["events_checked"]) == (1, 3)
+    (chain,) = report["chains"]
+    assert chain["chain"] == "platform"
+    assert chain["head_sequence"] == 3
+    assert len(chain["head_hash"]) == 64
+
+    only = await invoke_in_thread(["audit", "verify", "--organization", "platform"], env)
+    assert only.exit_code == 0, only.output
+    assert json.loads(only.output)["events_checked"] == 3
 
 
 async def test_service_clients_create_prints_the_secret_once(database_url: str) -> None:

@@ -1,11 +1,11 @@
-"""Command-line interface: serve, migrate, bootstrap, keys, service-clients, check-config.
+"""Command-line interface: serve, migrate, bootstrap, keys, service-clients, audit verify,
+check-config.
 
 Every command reads the same settings as the service (environment variables, ``.env``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
@@ -13,40 +13,29 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from faultmaven_auth.audit.events import AuditEventType
-from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
-from faultmaven_auth.config import Settings, load_settings
+from faultmaven_auth.audit.recorder import record_audit_event
+from faultmaven_auth.cli_support import CLI_META, cli_settings, run_async
+from faultmaven_auth.config import Settings
+from faultmaven_auth.tokens.service_client_cli import service_clients
 
 if TYPE_CHECKING:
-    from faultmaven_auth.storage.models import ServiceClient
     from faultmaven_auth.tokens.keys import KeyCipher
-
-T = TypeVar("T")
-
-CLI_META = RequestMeta(user_agent="faultmaven-auth-cli")
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
-    except Exception as exc:  # pydantic's ValidationError, rendered for a human
-        raise click.ClickException(f"invalid configuration: {exc}") from exc
-
-
-def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(factory())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="faultmaven-auth")
 def main() -> None:
     """FaultMaven Auth Service (Enterprise Edition)."""
+
+
+main.add_command(service_clients)
 
 
 @main.command()
@@ -60,7 +49,7 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
     """Run the HTTP service with uvicorn."""
     import uvicorn
 
-    settings = _settings(host=host, port=port, workers=workers)
+    settings = cli_settings(host=host, port=port, workers=workers)
     problems = settings.startup_problems()
     if problems:
         raise click.ClickException("refusing to start: " + "; ".join(problems))
@@ -103,7 +92,7 @@ def migrate() -> None:
     """Apply database migrations (Alembic) up to the newest revision."""
     from faultmaven_auth.storage.migrate import upgrade
 
-    settings = _settings()
+    settings = cli_settings()
     upgrade(settings.database_url)
     click.echo("database schema is up to date")
 
@@ -136,7 +125,7 @@ def bootstrap(
         create_organization_with_owner,
     )
 
-    settings = _settings()
+    settings = cli_settings()
 
     async def go() -> dict[str, str]:
         runtime = await build_runtime(settings)
@@ -161,7 +150,7 @@ def bootstrap(
             await runtime.db.dispose()
 
     try:
-        click.echo(json.dumps(_run(go)))
+        click.echo(json.dumps(run_async(go)))
     except AppError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from exc
 
@@ -194,7 +183,7 @@ def keys_rotate(immediately: bool) -> None:
     from faultmaven_auth.storage.db import Database, create_engine
     from faultmaven_auth.tokens.keys import retire_keys_now, rotate_signing_key
 
-    settings = _settings()
+    settings = cli_settings()
     cipher = _cipher(settings)
     delay = timedelta(seconds=0 if immediately else settings.signing_key_activation_delay_seconds)
     token_lifetime = timedelta(
@@ -237,7 +226,7 @@ def keys_rotate(immediately: bool) -> None:
         finally:
             await db.dispose()
 
-    click.echo(json.dumps(_run(go)))
+    click.echo(json.dumps(run_async(go)))
 
 
 @keys.command("encrypt")
@@ -250,7 +239,7 @@ def keys_encrypt() -> None:
     from faultmaven_auth.storage.db import Database, create_engine
     from faultmaven_auth.tokens.keys import encrypt_plaintext_keys, inventory_keys
 
-    settings = _settings()
+    settings = cli_settings()
     cipher = _cipher(settings)
     if not cipher.enabled:
         raise click.ClickException("SIGNING_KEY_ENCRYPTION_KEY is not set: nothing to encrypt with")
@@ -277,7 +266,7 @@ def keys_encrypt() -> None:
         finally:
             await db.dispose()
 
-    result = _run(go)
+    result = run_async(go)
     click.echo(json.dumps(result))
     if result["undecryptable"]:
         raise click.ClickException(
@@ -286,134 +275,52 @@ def keys_encrypt() -> None:
         )
 
 
-@main.group("service-clients")
-def service_clients() -> None:
-    """Service clients that may call token introspection."""
+@main.group()
+def audit() -> None:
+    """The audit log."""
 
 
-@service_clients.command("create")
-@click.option("--name", required=True, help="What this client is (shown in audit).")
+@audit.command("verify")
 @click.option(
-    "--organization-id",
-    type=click.UUID,
+    "--organization",
     default=None,
-    help="Limit the client to one organization's tokens (default: platform-wide).",
+    metavar="ID",
+    help="Verify one organization's chain (`platform`: events of no organization). "
+    "Default: every chain.",
 )
-def service_clients_create(name: str, organization_id: uuid.UUID | None) -> None:
-    """Create a client; its secret is printed once and stored only as a hash."""
+def audit_verify(organization: str | None) -> None:
+    """Recompute the audit hash chains; print a JSON report; exit 1 if a link is broken."""
+    from faultmaven_auth.audit.verification import verify_audit_chains
+    from faultmaven_auth.storage.audit_chain import PLATFORM_CHAIN
     from faultmaven_auth.storage.db import Database, create_engine
-    from faultmaven_auth.storage.models import Organization
-    from faultmaven_auth.tokens.service_clients import create_service_client
 
-    settings = _settings()
+    if organization is not None and organization != PLATFORM_CHAIN:
+        try:
+            organization = str(uuid.UUID(organization))
+        except ValueError:
+            raise click.BadParameter(
+                "an organization id (UUID) or `platform`", param_hint="--organization"
+            ) from None
+    settings = cli_settings()
 
     async def go() -> dict[str, Any]:
         db = Database(create_engine(settings.database_url))
         try:
-            async with db.transaction() as session:
-                if organization_id is not None:
-                    org = await session.get(Organization, organization_id)
-                    if org is None or org.is_deleted:
-                        raise click.ClickException(
-                            f"ORGANIZATION_NOT_FOUND: no organization {organization_id}"
-                        )
-                created = create_service_client(session, name=name, organization_id=organization_id)
-                await session.flush()
-                record_audit_event(
-                    session,
-                    AuditEventType.SERVICE_CLIENT_CREATED,
-                    meta=CLI_META,
-                    organization_id=organization_id,
-                    actor_id=None,
-                    target_type="service_client",
-                    target_id=created.client.id,
-                    details={"client_id": created.client.client_id},
-                )
-            return {
-                "id": str(created.client.id),
-                "client_id": created.client.client_id,
-                "client_secret": created.client_secret,
-                "organization_id": str(organization_id) if organization_id else None,
-            }
+            report = await verify_audit_chains(db, organization)
+            return report.as_dict()
         finally:
             await db.dispose()
 
-    click.echo(json.dumps(_run(go)))
-
-
-def _service_client_json(client: ServiceClient) -> dict[str, Any]:
-    """A client as the operator sees it: never the secret, nor its hash."""
-    return {
-        "id": str(client.id),
-        "client_id": client.client_id,
-        "name": client.name,
-        "organization_id": str(client.organization_id) if client.organization_id else None,
-        "created_by_id": str(client.created_by_id) if client.created_by_id else None,
-        "created_at": client.created_at.isoformat(),
-        "revoked_at": client.revoked_at.isoformat() if client.revoked_at else None,
-    }
-
-
-@service_clients.command("list")
-@click.option(
-    "--organization-id",
-    type=click.UUID,
-    default=None,
-    help="Only this organization's clients (default: every client, platform ones included).",
-)
-def service_clients_list(organization_id: uuid.UUID | None) -> None:
-    """List clients, revoked ones included (secrets are never shown again)."""
-    from faultmaven_auth.storage.db import Database, create_engine
-    from faultmaven_auth.tokens.service_clients import list_all_service_clients
-
-    settings = _settings()
-
-    async def go() -> list[dict[str, Any]]:
-        db = Database(create_engine(settings.database_url))
-        try:
-            async with db.session() as session:
-                clients = await list_all_service_clients(session, organization_id)
-                return [_service_client_json(c) for c in clients]
-        finally:
-            await db.dispose()
-
-    click.echo(json.dumps({"service_clients": _run(go)}))
-
-
-@service_clients.command("revoke")
-@click.argument("client_id")
-def service_clients_revoke(client_id: str) -> None:
-    """Revoke the client CLIENT_ID (the sc_... id) at once; revoking twice is harmless."""
-    from sqlalchemy import select
-
-    from faultmaven_auth.storage.db import Database, create_engine
-    from faultmaven_auth.storage.models import ServiceClient
-    from faultmaven_auth.tokens.service_clients import revoke_service_client
-
-    settings = _settings()
-
-    async def go() -> dict[str, Any] | None:
-        db = Database(create_engine(settings.database_url))
-        try:
-            async with db.transaction() as session:
-                client = await session.scalar(
-                    select(ServiceClient)
-                    .where(ServiceClient.client_id == client_id)
-                    .with_for_update()
-                )
-                if client is None:
-                    return None
-                changed = revoke_service_client(
-                    session, client, meta=CLI_META, actor_id=None, reason="revoked_by_operator"
-                )
-                return {**_service_client_json(client), "already_revoked": not changed}
-        finally:
-            await db.dispose()
-
-    result = _run(go)
-    if result is None:
-        raise click.ClickException(f"SERVICE_CLIENT_NOT_FOUND: no service client {client_id!r}")
-    click.echo(json.dumps(result))
+    try:
+        result = run_async(go)
+    except (OperationalError, ProgrammingError) as exc:
+        raise click.ClickException(
+            "cannot read the audit log (is the database migrated? run `faultmaven-auth "
+            f"migrate`): {type(exc.orig).__name__}"
+        ) from exc
+    click.echo(json.dumps(result, indent=2))
+    if not result["ok"]:
+        sys.exit(1)
 
 
 @main.command("check-config")
@@ -427,9 +334,9 @@ def check_config() -> None:
     """
     from faultmaven_auth.tokens.key_report import signing_key_problems, signing_key_report
 
-    settings = _settings()
+    settings = cli_settings()
     problems = settings.startup_problems()
-    key_report = _run(lambda: signing_key_report(settings))
+    key_report = run_async(lambda: signing_key_report(settings))
     problems += signing_key_problems(settings, key_report)
     summary = {
         "environment": settings.environment.value,

@@ -20,3 +20,8 @@ class AuditEventOut(ResponseModel):
     user_agent: str | None
     request_id: str | None
     details: dict[str, Any]
+    # The hash chain (null for events written before it existed); a SIEM can recompute
+    # `hash` from the other fields, see docs/audit-chain.md.
+    chain_seq: int | None
+    prev_hash: str | None
+    hash: str | None

@@ -1,6 +1,6 @@
 """All ORM models, one module per aggregate; importing this package registers them all."""
 
-from faultmaven_auth.storage.models.audit import AuditEvent
+from faultmaven_auth.storage.models.audit import AuditChainHead, AuditEvent
 from faultmaven_auth.storage.models.base import Base
 from faultmaven_auth.storage.models.invitation import Invitation
 from faultmaven_auth.storage.models.organization import Organization
@@ -10,6 +10,7 @@ from faultmaven_auth.storage.models.token import RefreshToken, ServiceClient, Si
 from faultmaven_auth.storage.models.user import User
 
 __all__ = [
+    "AuditChainHead",
     "AuditEvent",
     "Base",
     "Invitation",
@@ -24,3 +25,9 @@ __all__ = [
     "User",
     "UserRole",
 ]
+
+# Every ORM session chains the audit events it writes; importing the models is enough,
+# so no writer of audit events can forget it (see storage.audit_chain).
+from faultmaven_auth.storage.audit_chain import install_audit_chain
+
+install_audit_chain()

@@ -1,0 +1,168 @@
+"""The audit log's hash chain: every new event is linked to the one before it.
+
+Each organization has one chain (events of no organization form the ``platform``
+chain). An event's ``hash`` is SHA-256 over a canonical JSON document of its fields,
+its position (``chain_seq``) and the previous event's hash (``prev_hash``), so changing,
+removing or reordering a stored event breaks every link after it.
+
+The links are made by a ``before_flush`` listener on every ORM session, not by the code
+that records events: whoever adds an ``AuditEvent`` to a session gets a chained event,
+in the same transaction. Appends are serialized per chain through its row in
+``audit_chain_heads``: the listener's first statement advances the head (an UPDATE, so
+PostgreSQL locks that row until commit and SQLite takes its single write lock), and only
+then reads the previous hash, so two transactions can never link to the same
+predecessor. Rolled-back transactions roll the head back with their events.
+
+The canonical document (version 1) is what verifiers outside this service recompute:
+UTF-8 JSON with sorted keys, no whitespace, non-ASCII kept as is, of ``v`` (1), ``seq``,
+``prev_hash``, ``id`` and the ids ``organization_id``/``actor_id`` (lowercase hyphenated
+UUID or null), ``occurred_at`` (UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``), the strings
+``event_type``, ``target_type``, ``target_id``, ``outcome``, ``ip_address``,
+``user_agent``, ``request_id`` (or null) and ``details`` (its keys sorted too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, event, insert, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, UOWTransaction
+
+from faultmaven_auth.storage.ids import uuid7
+from faultmaven_auth.storage.models.audit import AuditChainHead, AuditEvent
+from faultmaven_auth.storage.models.base import utcnow
+
+GENESIS_HASH = "0" * 64
+PLATFORM_CHAIN = "platform"
+CANONICAL_VERSION = 1
+# Core statements on the head table: nothing here needs the ORM's bookkeeping mid-flush.
+_HEADS = cast(Table, AuditChainHead.__table__)
+
+
+def chain_key(organization_id: uuid.UUID | None) -> str:
+    return PLATFORM_CHAIN if organization_id is None else str(organization_id)
+
+
+def format_timestamp(value: datetime) -> str:
+    """The one timestamp spelling that is hashed: UTC, microseconds, ``Z``."""
+    if value.tzinfo is None:
+        raise ValueError("audit timestamps are aware UTC datetimes")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _uuid_text(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def canonical_bytes(event: AuditEvent) -> bytes:
+    """The exact bytes hashed for ``event`` (chain fields included)."""
+    document: dict[str, Any] = {
+        "v": CANONICAL_VERSION,
+        "seq": event.chain_seq,
+        "prev_hash": event.prev_hash,
+        "id": _uuid_text(event.id),
+        "occurred_at": format_timestamp(event.occurred_at),
+        "organization_id": _uuid_text(event.organization_id),
+        "actor_id": _uuid_text(event.actor_id),
+        "event_type": event.event_type,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "outcome": event.outcome,
+        "ip_address": event.ip_address,
+        "user_agent": event.user_agent,
+        "request_id": event.request_id,
+        "details": event.details,
+    }
+    return json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def event_hash(event: AuditEvent) -> str:
+    return hashlib.sha256(canonical_bytes(event)).hexdigest()
+
+
+def _as_stored(details: dict[str, Any] | None) -> dict[str, Any]:
+    """``details`` as it will read back from a JSON column (tuples become lists, keys
+    strings), so the hash computed now matches the one recomputed from the database."""
+    stored: dict[str, Any] = json.loads(json.dumps(details or {}, allow_nan=False))
+    return stored
+
+
+def _advance_head(session: Session, key: str, count: int) -> tuple[int, str]:
+    """Reserve ``count`` positions on chain ``key``; returns the head before them.
+
+    The UPDATE comes first so the head row is locked (PostgreSQL) or the database's
+    write lock is held (SQLite) before the previous hash is read.
+    """
+    table = _HEADS
+    advance = (
+        update(table)
+        .where(table.c.chain_key == key)
+        .values(seq=table.c.seq + count)
+        .returning(table.c.seq, table.c.hash)
+    )
+    row = session.execute(advance).one_or_none()
+    if row is None:
+        # First event of this chain: create its head, tolerating a concurrent creator.
+        dialect = session.get_bind().dialect.name
+        make = pg_insert if dialect == "postgresql" else sqlite_insert
+        values = {"chain_key": key, "seq": 0, "hash": GENESIS_HASH}
+        if dialect in ("postgresql", "sqlite"):
+            session.execute(make(table).values(values).on_conflict_do_nothing())
+        else:  # pragma: no cover - only the two supported backends exist
+            session.execute(insert(table).values(values))
+        row = session.execute(advance).one()
+    seq, head_hash = int(row[0]), str(row[1])
+    return seq - count, head_hash
+
+
+def _set_head_hash(session: Session, key: str, head_hash: str) -> None:
+    table = _HEADS
+    session.execute(update(table).where(table.c.chain_key == key).values(hash=head_hash))
+
+
+def link_new_audit_events(session: Session, _context: UOWTransaction, _instances: Any) -> None:
+    """Chain every audit event this flush will insert (``before_flush`` listener)."""
+    new_events = [obj for obj in session.new if isinstance(obj, AuditEvent)]
+    if not new_events:
+        return
+    chains: dict[str, list[AuditEvent]] = defaultdict(list)
+    for audit_event in new_events:
+        chains[chain_key(audit_event.organization_id)].append(audit_event)
+    # A fixed lock order: two transactions appending to the same two chains never
+    # wait on each other in a cycle.
+    for key in sorted(chains):
+        events = chains[key]
+        previous_seq, previous_hash = _advance_head(session, key, len(events))
+        for offset, audit_event in enumerate(events, start=1):
+            # Id and time are taken under the lock, so a chain's order is also its
+            # time order (for events this service stamps itself).
+            if audit_event.id is None:
+                audit_event.id = uuid7()
+            if audit_event.occurred_at is None:
+                audit_event.occurred_at = utcnow()
+            audit_event.details = _as_stored(audit_event.details)
+            audit_event.chain_seq = previous_seq + offset
+            audit_event.prev_hash = previous_hash
+            audit_event.hash = previous_hash = event_hash(audit_event)
+        _set_head_hash(session, key, previous_hash)
+
+
+def install_audit_chain() -> None:
+    """Chain audit events written through any ORM session of this process (idempotent)."""
+    if not event.contains(Session, "before_flush", link_new_audit_events):
+        event.listen(Session, "before_flush", link_new_audit_events)
+
+
+def uninstall_audit_chain() -> None:
+    """Stop chaining (benchmarks measure the cost with and without)."""
+    if event.contains(Session, "before_flush", link_new_audit_events):
+        event.remove(Session, "before_flush", link_new_audit_events)
