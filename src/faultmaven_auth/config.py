@@ -216,6 +216,8 @@ class Settings(BaseSettings):
     logstash_host: str | None = None
     logstash_port: int = Field(default=5000, ge=1, le=65535)
     siem_queue_size: int = Field(default=10_000, ge=1)
+    # Also ship every committed audit event (logger "audit", not printed on stdout).
+    siem_audit_events: bool = False
     # Login protection (docs/security-monitoring.md): per-account lockout, per-address
     # credential-stuffing throttle, per-address rate limits ("10/minute;100/hour").
     login_max_failures: int = Field(default=5, ge=1)

@@ -8,7 +8,9 @@ the ``security`` logger as production formats it, and ``security_events_total``.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import httpx
 import pytest
 
 from faultmaven_auth.security.events import (
@@ -16,10 +18,17 @@ from faultmaven_auth.security.events import (
     SecurityEventType,
     emit_security_event,
 )
-from tests.conftest import PASSWORD, SYSTEM_ROLE_IDS, add_member, sign_up
+from tests.conftest import PASSWORD, SYSTEM_ROLE_IDS, Account, add_member, sign_up
 from tests.security.conftest import FreshApp, SecurityLines, sample, scrape
 
 AGENT = {"User-Agent": "attack-tool/1.0"}
+
+
+async def audit_items(http: httpx.AsyncClient, account: Account) -> list[dict[str, Any]]:
+    response = await http.get(f"{account.org_url}/audit-events?limit=200", headers=account.headers)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
 
 
 async def test_missing_permission_is_an_unauthorized_access_attempt(
@@ -75,7 +84,20 @@ async def test_another_tenants_resource_is_a_cross_tenant_access_event(
         response = await http.get(f"{victim.org_url}/users", headers=mallory.headers)
         assert response.status_code == 404
         samples = await scrape(http)
+        mallory_log = await audit_items(http, mallory)
+        victim_log = await audit_items(http, victim)
 
+    # Audited in the caller's organization; the other tenant's log is not written to.
+    [audited] = [e for e in mallory_log if e["event_type"] == "authz.cross_tenant_access"]
+    assert audited["actor_id"] == mallory.user_id
+    assert audited["outcome"] == "denied"
+    assert audited["details"] == {
+        "permission": "users:read",
+        "method": "GET",
+        "route": "/api/v1/organizations/{org_id}/users",
+        "target_organization_id": victim.org_id,
+    }
+    assert not [e for e in victim_log if e["event_type"].startswith("authz.")]
     assert sample(samples, "security_events_total", event_type="cross_tenant_access") == 1
     [event] = security_lines.events("cross_tenant_access")
     assert event["level"] == "WARNING"

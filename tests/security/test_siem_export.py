@@ -21,8 +21,15 @@ import httpx
 import pytest
 
 from faultmaven_auth.config import Settings, SyslogProtocol
-from tests.conftest import CAPTURED_LOG_LINES, PASSWORD, Account, add_member, sign_up
-from tests.security.conftest import FreshApp, sample, scrape
+from tests.conftest import (
+    CAPTURED_LOG_LINES,
+    PASSWORD,
+    SYSTEM_ROLE_IDS,
+    Account,
+    add_member,
+    sign_up,
+)
+from tests.security.conftest import FreshApp, LogLines, sample, scrape
 from tests.security.receivers import (
     RFC5424,
     TcpReceiver,
@@ -199,6 +206,86 @@ async def test_login_protection_events_reach_logstash(
     assert brute["failed_attempts"] == 5
     assert by_type["login_succeeded"]["user_id"] == owner.user_id
     assert email not in tcp_receiver.data().decode()
+
+
+async def test_a_syslog_receiver_gets_the_brute_force_event(
+    fresh_app: FreshApp, udp_receiver: UdpReceiver
+) -> None:
+    """authpriv.crit, MSGID brute_force_detected, the documented fields in the JSON MSG."""
+    address = ("127.0.0.1", udp_receiver.port)
+    async with fresh_app(siem_syslog_address=address) as http:
+        owner = await sign_up(http)
+        for _ in range(5):
+            wrong = {"email": owner.email, "password": "not-the-password-1"}
+            assert (await http.post("/api/v1/auth/login", json=wrong)).status_code == 401
+        [datagram] = wait_until(
+            lambda: syslog_of_type(udp_receiver.datagrams, "brute_force_detected")
+        )
+    match = RFC5424.match(datagram.decode("ascii"))
+    assert match
+    assert int(match["pri"]) == 10 * 8 + 2  # authpriv.crit
+    event = json.loads(match["msg"])
+    assert event["event_type"] == "brute_force_detected"
+    assert event["message"] == "Potential brute force attack"
+    assert event["schema_version"] == 1
+    assert event["email"] == "o***@example.com"
+    assert event["failed_attempts"] == 5
+    assert event["reason"] == "failed_login_limit"
+    assert event["ip_address"] == event["client_ip"]
+    assert owner.email not in datagram.decode()
+
+
+async def test_committed_audit_events_ship_when_asked_and_only_to_the_siem(
+    fresh_app: FreshApp, tcp_receiver: TcpReceiver, logs: LogLines
+) -> None:
+    """SIEM_AUDIT_EVENTS=true: each committed audit event arrives once, as the audit API
+    returns it (hash chain included); a refused change ships only its refusal; nothing
+    of it is printed on stdout."""
+    settings = {
+        "logstash_host": "127.0.0.1",
+        "logstash_port": tcp_receiver.port,
+        "siem_audit_events": True,
+    }
+    async with fresh_app(**settings) as http:
+        owner = await sign_up(http)
+        admin = await add_member(http, owner, "admin")
+        member = await add_member(http, owner, "member", login_too=False)
+        # Refused inside its transaction: the role change rolls back, the denial stays.
+        refused = await http.put(
+            f"{owner.org_url}/users/{member.user_id}/roles",
+            headers=admin.headers,
+            json={"role_ids": [SYSTEM_ROLE_IDS["owner"]]},
+        )
+        assert refused.status_code == 403
+        listed = await http.get(f"{owner.org_url}/audit-events?limit=200", headers=owner.headers)
+        kept = {item["id"]: item for item in listed.json()["items"]}
+
+        def shipped() -> dict[str, dict[str, Any]] | None:
+            audits = [
+                json.loads(line)["audit"]
+                for line in json_of_type(tcp_receiver.lines(), "audit_event")
+            ]
+            mine = {a["id"]: a for a in audits if a["organization_id"] == owner.org_id}
+            return mine if len(mine) >= len(kept) else None
+
+        arrived = wait_until(shipped)
+    assert arrived == kept
+    assert "role.assigned" not in {a["event_type"] for a in arrived.values()}
+    assert "authz.permission_denied" in {a["event_type"] for a in arrived.values()}
+    assert all(a["hash"] for a in arrived.values())
+    lines = [json.loads(line) for line in json_of_type(tcp_receiver.lines(), "audit_event")]
+    assert {line["logger"] for line in lines} == {"audit"}
+    assert {line["schema_version"] for line in lines} == {1}
+    assert not logs.records("Audit event")
+
+
+async def test_audit_events_are_not_shipped_by_default(
+    fresh_app: FreshApp, tcp_receiver: TcpReceiver
+) -> None:
+    async with fresh_app(logstash_host="127.0.0.1", logstash_port=tcp_receiver.port) as http:
+        await probe_other_tenant(http)
+        wait_until(lambda: json_of_type(tcp_receiver.lines(), CROSS_TENANT))
+    assert not json_of_type(tcp_receiver.lines(), "audit_event")
 
 
 async def test_a_down_logstash_neither_fails_nor_slows_requests(fresh_app: FreshApp) -> None:

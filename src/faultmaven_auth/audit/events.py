@@ -31,6 +31,7 @@ class AuditEventType(StrEnum):
     ORGANIZATION_UPDATED = "organization.updated"
     ORGANIZATION_DELETED = "organization.deleted"
     PERMISSION_DENIED = "authz.permission_denied"
+    CROSS_TENANT_ACCESS = "authz.cross_tenant_access"
     SIGNING_KEY_ROTATED = "keys.rotated"
     SIGNING_KEYS_ENCRYPTED = "keys.encrypted"
     SERVICE_CLIENT_CREATED = "service_client.created"

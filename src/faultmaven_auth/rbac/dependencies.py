@@ -141,12 +141,18 @@ async def current_principal(
 
 
 async def _audit_denial(
-    runtime: Runtime, request: Request, principal: Principal, permission: Permission
+    runtime: Runtime,
+    request: Request,
+    principal: Principal,
+    permission: Permission,
+    event_type: AuditEventType = AuditEventType.PERMISSION_DENIED,
+    **details: str,
 ) -> None:
+    """Audit a refusal in the caller's own organization (never in another tenant's log)."""
     async with runtime.db.transaction() as session:
         record_audit_event(
             session,
-            AuditEventType.PERMISSION_DENIED,
+            event_type,
             meta=request_meta(request),
             organization_id=principal.organization.id,
             actor_id=principal.user.id,
@@ -155,6 +161,7 @@ async def _audit_denial(
                 "permission": permission.value,
                 "method": request.method,
                 "route": route_template(request),
+                **details,
             },
         )
 
@@ -223,6 +230,14 @@ def require(permission: Permission) -> Callable[..., Awaitable[OrgAccess]]:
                 SecurityEventType.CROSS_TENANT_ACCESS,
                 reason="other_organization",
                 required_permission=permission.value,
+                target_organization_id=str(org_id),
+            )
+            await _audit_denial(
+                runtime,
+                request,
+                principal,
+                permission,
+                AuditEventType.CROSS_TENANT_ACCESS,
                 target_organization_id=str(org_id),
             )
             raise NotFound("Organization not found", code="ORGANIZATION_NOT_FOUND")

@@ -27,6 +27,11 @@ from typing import Protocol
 
 from faultmaven_auth.config import Settings, SyslogProtocol
 from faultmaven_auth.observability.logging import JsonFormatter, TraceIds, line_fields
+from faultmaven_auth.security.audit_export import (
+    audit_logger,
+    install_audit_export,
+    uninstall_audit_export,
+)
 from faultmaven_auth.security.events import LOGGER_NAME
 from faultmaven_auth.security.shipping import (
     ShippingHandler,
@@ -103,8 +108,11 @@ class DropCounter(Protocol):
 class SiemExport:
     """The configured SIEM handlers on the ``security`` logger."""
 
-    def __init__(self, handlers: list[ShippingHandler]) -> None:
+    def __init__(self, handlers: list[ShippingHandler], *, audit_events: bool = False) -> None:
         self.handlers = handlers
+        # Committed audit events too (SIEM_AUDIT_EVENTS), on the non-propagating
+        # ``audit`` logger whose only handlers are these.
+        self.audit_events = audit_events and bool(handlers)
 
     @classmethod
     def from_settings(
@@ -147,17 +155,23 @@ class SiemExport:
         if settings.logstash_host:
             transport = TcpTransport(settings.logstash_host, settings.logstash_port)
             handlers.append(handler("logstash", transport, json_lines))
-        return cls(handlers)
+        return cls(handlers, audit_events=settings.siem_audit_events)
 
     def start(self) -> None:
-        security = logging.getLogger(LOGGER_NAME)
-        for handler in self.handlers:
-            security.addHandler(handler)
+        loggers = [logging.getLogger(LOGGER_NAME)]
+        if self.audit_events:
+            loggers.append(audit_logger)
+            install_audit_export()
+        for logger in loggers:
+            for handler in self.handlers:
+                logger.addHandler(handler)
 
     def close(self) -> None:
         """Detach the handlers, then flush and close them (blocks up to a few seconds)."""
-        security = logging.getLogger(LOGGER_NAME)
-        for handler in self.handlers:
-            security.removeHandler(handler)
+        if self.audit_events:
+            uninstall_audit_export()
+        for logger in (logging.getLogger(LOGGER_NAME), audit_logger):
+            for handler in self.handlers:
+                logger.removeHandler(handler)
         for handler in self.handlers:
             handler.close()
