@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Debian packages the test suite runs for real: promtool (package prometheus);
-# with the argument "bench", also the load generator wrk for `make bench`.
+# Debian packages the test suite runs for real: prometheus and promtool (package
+# prometheus), alertmanager and amtool (package prometheus-alertmanager); with the
+# argument "bench", also the load generator wrk for `make bench`.
 # Installs only what is missing. Services shipped by these packages are not started:
 # tests start their own instances on 127.0.0.1.
 set -euo pipefail
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 if [[ ${1:-} == bench ]]; then
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 fi
