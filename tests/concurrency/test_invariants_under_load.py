@@ -51,6 +51,12 @@ from tests.conftest import (
 from tests.support.server import CLI, ServerProcess, migrate, running_server, server_env
 
 RACERS = 20
+# Every racer comes from 127.0.0.1: per-address limits would refuse the race itself.
+UNTHROTTLED = {
+    "RATE_LIMIT_ENABLED": "false",
+    "CREDENTIAL_STUFFING_MAX_FAILURES": "1000000",
+    "CREDENTIAL_STUFFING_MAX_ACCOUNTS": "1000000",
+}
 
 
 class Api:
@@ -84,7 +90,7 @@ async def api(
             "REDIS_URL": REDIS_URL,
             "KV_KEY_PREFIX": prefix,
         }
-    env = server_env(tmp_path, **overrides)
+    env = server_env(tmp_path, **UNTHROTTLED, **overrides)
     try:
         await asyncio.to_thread(migrate, env)
         with running_server(env, tmp_path / "server.log") as server:
@@ -596,7 +602,9 @@ async def two_servers_on_sqlite(
     await check_redis()
     tmp_path = tmp_path_factory.mktemp("races-processes")
     prefix = f"fmtest:racesp{secrets.token_hex(4)}:"
-    env = server_env(tmp_path, LOG_LEVEL="WARNING", REDIS_URL=REDIS_URL, KV_KEY_PREFIX=prefix)
+    env = server_env(
+        tmp_path, **UNTHROTTLED, LOG_LEVEL="WARNING", REDIS_URL=REDIS_URL, KV_KEY_PREFIX=prefix
+    )
     try:
         await asyncio.to_thread(migrate, env)
         with (
