@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from faultmaven_auth.config import Settings, StoreFailurePolicy
+from faultmaven_auth.storage.kv import StoreUnavailable
 from tests.conftest import PASSWORD, sign_up, unique_email
 from tests.security.conftest import LogLines, StartProtected, metric, new_ip, scrape
 from tests.support.server import free_port
@@ -147,6 +148,34 @@ async def test_store_outage_policy(
     (line, *_) = logs.records(logger="security", level="ERROR")
     assert line["message"].startswith("Login protection store unavailable")
     assert line["policy"] == policy
+
+
+async def test_a_store_outage_after_the_password_check_does_not_undo_a_login(
+    protected: StartProtected, logs: LogLines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fail_closed, store lost between the reservation and the end of a successful login:
+    the committed session is answered 200 (it works), never a 503 for a login that
+    happened; the uncleared count is logged and counted."""
+    closed = {"login_protection_store_failure": StoreFailurePolicy.FAIL_CLOSED}
+    async with protected(**closed) as p, p.client() as client:
+        account = await sign_up(client)
+
+        async def store_lost(*_: object) -> None:
+            raise StoreUnavailable("connection refused")
+
+        monkeypatch.setattr(p.runtime.kv, "delete", store_lost)
+        response = await login(client, account.email, PASSWORD)
+        monkeypatch.undo()
+        assert response.status_code == 200, response.text
+        me = await client.get(
+            "/api/v1/auth/me",
+            headers={"Authorization": f"Bearer {response.json()['access_token']}"},
+        )
+        assert me.status_code == 200
+        samples = await scrape(client)
+    assert metric(samples, "telemetry_store_errors_total", operation="lockout_reset") == 1
+    [line] = logs.records(logger="security", level="ERROR")
+    assert line["check"] == "lockout_reset"
 
 
 def test_production_fails_closed_by_default() -> None:

@@ -46,6 +46,7 @@ from faultmaven_auth.security.rate_limit import (
     seconds_until_allowed,
 )
 from faultmaven_auth.security.store_guard import store_guarded
+from faultmaven_auth.storage.kv import StoreUnavailable
 from faultmaven_auth.storage.models import Organization, User
 
 # Internal failure reasons (kept in audit rows) -> the reasons security logs report.
@@ -118,9 +119,21 @@ class LoginAttempt:
             ip_address=self.meta.ip_address,
         )
         counter, _, history = _keys(self.account)
-        async with store_guarded(self.runtime, "lockout"):
+        try:
             await self.runtime.kv.delete(counter)
             await self.runtime.kv.delete(history)
+        except StoreUnavailable as exc:
+            # The session is committed: a 503 now would deny a login that happened, even
+            # when failing closed. A count left standing only brings a lock one step
+            # nearer; it expires with its window.
+            self.runtime.metrics.telemetry_store_error("lockout_reset")
+            log_security_line(
+                "login_protection_unavailable",
+                "Login protection store unavailable: failure count not cleared after login",
+                level=logging.ERROR,
+                check="lockout_reset",
+                reason=type(exc.__cause__ or exc).__name__,
+            )
 
     async def _aggregate_unknown_failure(self) -> None:
         runtime = self.runtime
