@@ -244,3 +244,51 @@ async def test_unknown_email_failures_are_aggregated_in_the_audit_log(
                 )
             ).all()
     assert sorted(r.details["failures_in_window"] for r in rows) == [1, 10]
+
+
+async def test_guessing_the_current_password_locks_like_a_login(
+    protected: StartProtected, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /auth/password with a stolen access token: 5 wrong current passwords lock the
+    account (named with its organization) for password changes and logins alike; the
+    right one is then refused unchecked; brute_force_detected is emitted."""
+    async with protected() as p, p.client() as client:
+        account = await sign_up(client)
+
+        async def change(current: str) -> httpx.Response:
+            body = {"current_password": current, "new_password": "An-Entirely-New-Pass-9"}
+            return await client.post("/api/v1/auth/password", json=body, headers=account.headers)
+
+        statuses = [(await change(WRONG)).status_code for _ in range(5)]
+        assert statuses == [403] * 5
+        verified = count_verifications(p, monkeypatch)
+        locked = await change(PASSWORD)
+        assert locked.status_code == 429
+        assert locked.json()["error"]["code"] == "ACCOUNT_LOCKED"
+        assert int(locked.headers["retry-after"]) > 0
+        assert verified == []
+        scoped = await try_login(client, account.email, PASSWORD, organization_id=account.org_id)
+        assert scoped.status_code == 429
+        samples = await scrape(client)
+        document = (await client.get("/openapi.json")).json()
+    assert metric(samples, "security_events_total", event_type="brute_force_detected") == 1
+    assert "429" in document["paths"]["/api/v1/auth/password"]["post"]["responses"]
+
+
+async def test_the_right_current_password_clears_the_count(protected: StartProtected) -> None:
+    """4 wrong, then a successful change: the count starts again (4 more stay unlocked)."""
+    async with protected() as p, p.client() as client:
+        account = await sign_up(client)
+        new = "An-Entirely-New-Pass-9"
+
+        async def change(current: str, to: str = new) -> int:
+            body = {"current_password": current, "new_password": to}
+            response = await client.post(
+                "/api/v1/auth/password", json=body, headers=account.headers
+            )
+            return response.status_code
+
+        assert [await change(WRONG) for _ in range(4)] == [403] * 4
+        assert await change(PASSWORD) == 204
+        assert [await change(WRONG, PASSWORD) for _ in range(4)] == [403] * 4
+        assert await change(new, PASSWORD) == 204

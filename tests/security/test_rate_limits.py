@@ -33,6 +33,8 @@ async def test_login_limits_per_minute_and_per_hour(
         assert (await login(client, unique_email("rl"))).status_code == 401
         hourly = await login(client, unique_email("rl"))
         assert hourly.status_code == 429
+        document = (await client.get("/openapi.json")).json()
+        assert "429" in document["paths"]["/api/v1/auth/login"]["post"]["responses"]
         assert hourly.headers["retry-after"] == str(3600 - 60)
         # Another address is not affected.
         async with p.client() as other:
@@ -75,6 +77,8 @@ async def test_other_endpoints_are_rate_limited(protected: StartProtected, scope
         assert statuses[0] != 429
         assert statuses[1] == 429
         assert response.headers["retry-after"] == "60"
+        document = (await client.get("/openapi.json")).json()
+        assert "429" in document["paths"][path]["post"]["responses"]
         if scope == "register":
             # Invitation acceptance has its own budget.
             token_body = {**requests["invitation"][1], "email": unique_email("rl")}

@@ -38,7 +38,8 @@ users_router = APIRouter(prefix="/api/v1/organizations/{org_id}/users", tags=["u
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=RegisterResponse,
-    responses=error_responses(403, 409),  # sign-up turned off; email taken
+    # sign-up turned off; email taken; over the per-address rate limit
+    responses=error_responses(403, 409, 429),
 )
 async def register(
     body: RegisterRequest, request: Request, runtime: Runtime = Depends(get_runtime)
@@ -56,7 +57,8 @@ async def register(
 @auth_router.post(
     "/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(403, 409),  # wrong current password; a concurrent change won
+    # wrong current password; a concurrent change won; account locked or address limited
+    responses=error_responses(403, 409, 429),
 )
 async def change_password(
     body: PasswordChange,

@@ -23,6 +23,7 @@ from faultmaven_auth.identity.schemas import PasswordChange
 from faultmaven_auth.identity.service import check_password_policy
 from faultmaven_auth.rbac.dependencies import Principal
 from faultmaven_auth.runtime import Runtime
+from faultmaven_auth.security.lockout import begin_login_attempt
 from faultmaven_auth.storage.models import User
 from faultmaven_auth.tokens.service import revoke_families_access, revoke_user_sessions
 
@@ -34,9 +35,14 @@ async def change_own_password(
 ) -> None:
     check_password_policy(data.new_password, field="new_password")
     user = principal.user
+    # Guessing the current password here counts like guessing it at login: the same
+    # per-account lock (with the organization named) and per-address limits, reserved
+    # before the hash is checked.
+    attempt = await begin_login_attempt(runtime, user.email, user.organization_id, meta)
     verified_hash = user.password_hash
     result = await runtime.hasher.verify(verified_hash, data.current_password)
     if not result.valid:
+        await attempt.count_failure(user, principal.organization)
         async with runtime.db.transaction() as session:
             record_audit_event(
                 session,
@@ -54,6 +60,7 @@ async def change_own_password(
             extra={"event_type": "password_change_failed", "reason": "invalid_current_password"},
         )
         raise Forbidden("The current password is not correct", code="INVALID_CURRENT_PASSWORD")
+    await attempt.clear()
     new_hash = await runtime.hasher.hash(data.new_password)
     async with runtime.db.transaction() as session:
         replaced = await session.scalar(

@@ -105,7 +105,13 @@ class LoginAttempt:
         async with store_guarded(runtime, "lockout"):
             if user is None:
                 await self._aggregate_unknown_failure()
-            if self.number == runtime.settings.login_max_failures:
+        await self.count_failure(user, organization)
+
+    async def count_failure(self, user: User | None, organization: Organization | None) -> None:
+        """Count a wrong password toward the account's lock and the address's stuffing
+        limits (a login, or a password change proving the current password)."""
+        async with store_guarded(self.runtime, "lockout"):
+            if self.number == self.runtime.settings.login_max_failures:
                 await self._lock(user, organization)
             await self._count_address_failure()
 
@@ -118,6 +124,10 @@ class LoginAttempt:
             organization_id=str(user.organization_id),
             ip_address=self.meta.ip_address,
         )
+        await self.clear()
+
+    async def clear(self) -> None:
+        """The right password was given: forget the account's failures (best effort)."""
         counter, _, history = _keys(self.account)
         try:
             await self.runtime.kv.delete(counter)
@@ -129,7 +139,7 @@ class LoginAttempt:
             self.runtime.metrics.telemetry_store_error("lockout_reset")
             log_security_line(
                 "login_protection_unavailable",
-                "Login protection store unavailable: failure count not cleared after login",
+                "Login protection store unavailable: failure count not cleared",
                 level=logging.ERROR,
                 check="lockout_reset",
                 reason=type(exc.__cause__ or exc).__name__,

@@ -42,7 +42,7 @@ def _tokens(pair: service.TokenPair) -> TokenResponse:
     )
 
 
-@router.post("/login", response_model=TokenResponse, responses=error_responses(401))
+@router.post("/login", response_model=TokenResponse, responses=error_responses(401, 429))
 async def login(
     body: LoginRequest, request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> TokenResponse:
@@ -56,7 +56,7 @@ async def login(
     return _tokens(pair)
 
 
-@router.post("/refresh", response_model=TokenResponse, responses=error_responses(401))
+@router.post("/refresh", response_model=TokenResponse, responses=error_responses(401, 429))
 async def refresh(
     body: RefreshRequest, request: Request, runtime: Runtime = Depends(get_runtime)
 ) -> TokenResponse:
@@ -136,6 +136,7 @@ _INTROSPECTION_BODY = {
     "/introspect",
     dependencies=[Security(security.service_client)],
     openapi_extra={"requestBody": _INTROSPECTION_BODY},
+    responses=error_responses(429),
 )
 async def introspect(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """RFC 7662 token introspection for service clients (HTTP Basic)."""
