@@ -43,6 +43,7 @@ from faultmaven_auth.security.events import (
 from faultmaven_auth.security.rate_limit import (
     RateLimitScope,
     limits_for,
+    rate_limited,
     seconds_until_allowed,
 )
 from faultmaven_auth.security.store_guard import store_guarded
@@ -322,18 +323,7 @@ async def begin_login_attempt(
         elif settings.rate_limit_enabled and (limits := limits_for(settings, RateLimitScope.LOGIN)):
             wait = await seconds_until_allowed(runtime.kv, runtime.clock, "login", client, limits)
             if wait is not None:
-                emit_security_event(
-                    SecurityEventType.RATE_LIMITED,
-                    "Rate limit exceeded",
-                    metrics=runtime.metrics,
-                    level=logging.WARNING,
-                    reason="rate_limit_exceeded",
-                    scope=RateLimitScope.LOGIN.value,
-                    ip_address=meta.ip_address,
-                    user_agent=meta.user_agent,
-                    retry_after=round(wait),
-                )
-                refusal = TooManyRequests(wait)
+                refusal = rate_limited(runtime, RateLimitScope.LOGIN, meta, wait)
         if refusal is None:
             counter, lock, _ = _keys(attempt.account)
             reserved = await runtime.kv.reserve_attempt(

@@ -77,15 +77,22 @@ async def enforce_rate_limit(runtime: Runtime, scope: RateLimitScope, meta: Requ
     async with store_guarded(runtime, "rate_limit"):
         wait = await seconds_until_allowed(runtime.kv, runtime.clock, scope, client, limits)
     if wait is not None:
-        emit_security_event(
-            SecurityEventType.RATE_LIMITED,
-            "Rate limit exceeded",
-            metrics=runtime.metrics,
-            level=logging.WARNING,
-            reason="rate_limit_exceeded",
-            scope=scope.value,
-            ip_address=meta.ip_address,
-            user_agent=meta.user_agent,
-            retry_after=round(wait),
-        )
-        raise TooManyRequests(wait)
+        raise rate_limited(runtime, scope, meta, wait)
+
+
+def rate_limited(
+    runtime: Runtime, scope: RateLimitScope, meta: RequestMeta, wait: float
+) -> TooManyRequests:
+    """Emit ``rate_limited`` for a refused request and return the 429 to raise."""
+    emit_security_event(
+        SecurityEventType.RATE_LIMITED,
+        "Rate limit exceeded",
+        metrics=runtime.metrics,
+        level=logging.WARNING,
+        reason="rate_limit_exceeded",
+        scope=scope.value,
+        ip_address=meta.ip_address,
+        user_agent=meta.user_agent,
+        retry_after=round(wait),
+    )
+    return TooManyRequests(wait)
