@@ -53,8 +53,10 @@ class PoolMonitor(Protocol):
 
 
 def pool_usage(pool: AsyncAdaptedQueuePool) -> PoolUsage:
-    # ``overflow()`` counts from -size (no connection open yet) upward.
-    return PoolUsage(pool.size(), pool.checkedout(), max(0, pool.overflow()))
+    # Overflow as in use beyond the size, not SQLAlchemy's ``overflow()`` (connections
+    # open beyond it), which also counts an idle one while the rest are out.
+    size, checked_out = pool.size(), pool.checkedout()
+    return PoolUsage(size, checked_out, max(0, checked_out - size))
 
 
 class MonitoredQueuePool(AsyncAdaptedQueuePool):
