@@ -50,12 +50,15 @@ class PoolMetrics:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._size: int | None = None
 
     def checked_out(self, usage: PoolUsage, waited_seconds: float) -> None:
         self._metrics.db_pool_wait_seconds.observe(waited_seconds)
         self.returned(usage)
 
     def returned(self, usage: PoolUsage) -> None:
-        self._metrics.db_pool_size.set(usage.size)
+        if usage.size != self._size:  # set once; a write per checkout is not needed
+            self._size = usage.size
+            self._metrics.db_pool_size.set(usage.size)
         self._metrics.db_pool_checked_out.set(usage.checked_out)
         self._metrics.db_pool_overflow.set(usage.overflow)

@@ -16,8 +16,11 @@ class RedisPoolMetrics:
         self._in_use = metrics.redis_pool_connections.labels("in_use")
         self._available = metrics.redis_pool_connections.labels("available")
         self._max = metrics.redis_pool_max_connections
+        self._max_seen: int | None = None
 
     def changed(self, usage: RedisPoolUsage) -> None:
         self._in_use.set(usage.in_use)
         self._available.set(usage.available)
-        self._max.set(usage.max_connections)
+        if usage.max_connections != self._max_seen:  # fixed for the pool's life
+            self._max_seen = usage.max_connections
+            self._max.set(usage.max_connections)
