@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+from redis.asyncio import ConnectionPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from faultmaven_auth.observability.db_metrics import PoolMetrics
 from faultmaven_auth.observability.metrics import Metrics
@@ -56,7 +58,7 @@ async def database() -> None:
     metrics = Metrics(CollectorRegistry())
     plain, hooked = create_engine(url), create_engine(url, pool_monitor=PoolMetrics(metrics))
 
-    def cycle(engine):  # type: ignore[no-untyped-def]
+    def cycle(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             async with engine.connect():
                 pass
@@ -69,15 +71,13 @@ async def database() -> None:
 
 
 async def redis(url: str) -> None:
-    from redis.asyncio import ConnectionPool
-
     metrics = Metrics(CollectorRegistry(), redis_pool=True)
     plain = ConnectionPool.from_url(url)
     hooked = MonitoredConnectionPool.from_url(url, monitor=RedisPoolMetrics(metrics))
 
-    def cycle(pool):  # type: ignore[no-untyped-def]
+    def cycle(pool: ConnectionPool) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
-            await pool.release(await pool.get_connection())
+            await pool.release(await pool.get_connection())  # type: ignore[no-untyped-call]
 
         return run
 
