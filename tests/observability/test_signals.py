@@ -143,6 +143,7 @@ async def test_db_pool_wait_is_measured_when_the_pool_is_exhausted(
     async with app_on(backend_settings, database_pool_size=1) as (app, http):
         engine = app.state.runtime.db.engine
         before = await scrape(http)
+        # No public accessor for max_overflow: PostgreSQL gets the pool size, SQLite 10.
         capacity = engine.pool.size() + engine.pool._max_overflow
         async with AsyncExitStack() as held:
             connections = [
@@ -164,7 +165,8 @@ async def test_db_pool_wait_is_measured_when_the_pool_is_exhausted(
         count = value(samples, "db_pool_wait_seconds_count") or 0
         return count - (value(samples, "db_pool_wait_seconds_bucket", le="0.25") or 0)
 
-    assert slow(after) - slow(before) == 1
+    # The queued checkout, at least; a slow connect on a busy machine may add one.
+    assert slow(after) - slow(before) >= 1
     waited = (value(after, "db_pool_wait_seconds_sum") or 0) - (
         value(before, "db_pool_wait_seconds_sum") or 0
     )
