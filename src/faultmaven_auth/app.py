@@ -28,13 +28,13 @@ from faultmaven_auth.identity.endpoints import auth_router as register_router
 from faultmaven_auth.identity.endpoints import users_router
 from faultmaven_auth.identity.passwords import PasswordHasher
 from faultmaven_auth.observability.activity import ActivityTracker
-from faultmaven_auth.observability.db_metrics import instrument_engine
+from faultmaven_auth.observability.db_metrics import PoolMetrics, instrument_engine
 from faultmaven_auth.observability.exposition import MetricsExporter
 from faultmaven_auth.observability.exposition import router as metrics_router
 from faultmaven_auth.observability.health import router as health_router
 from faultmaven_auth.observability.http_metrics import HttpMetricsMiddleware, RouteTemplates
 from faultmaven_auth.observability.logging import configure_logging
-from faultmaven_auth.observability.metrics import Metrics, multiprocess_enabled
+from faultmaven_auth.observability.metrics import Metrics, build_commit, multiprocess_enabled
 from faultmaven_auth.observability.metrics_server import MetricsServer
 from faultmaven_auth.observability.middleware import (
     BodySizeLimitMiddleware,
@@ -42,6 +42,7 @@ from faultmaven_auth.observability.middleware import (
 )
 from faultmaven_auth.observability.profiling import ProfilingMiddleware
 from faultmaven_auth.observability.spans import ServerSpanMiddleware
+from faultmaven_auth.observability.store_metrics import RedisPoolMetrics
 from faultmaven_auth.observability.tracing import (
     build_tracing,
     current_trace_exemplar,
@@ -76,7 +77,11 @@ class ConfigurationError(RuntimeError):
 
 def new_metrics(settings: Settings) -> Metrics:
     return Metrics(
-        CollectorRegistry(), max_organization_labels=settings.metrics_max_organization_labels
+        CollectorRegistry(),
+        max_organization_labels=settings.metrics_max_organization_labels,
+        version=__version__,
+        commit=build_commit(),
+        redis_pool=not settings.uses_in_process_store,
     )
 
 
@@ -84,11 +89,20 @@ async def build_runtime(
     settings: Settings, metrics: Metrics | None = None, tracer: Tracer | None = None
 ) -> Runtime:
     metrics = metrics or new_metrics(settings)
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        pool_monitor=PoolMetrics(metrics),
+    )
     instrument_engine(engine.sync_engine, metrics)
     db = Database(engine)
     redis_password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    kv = build_kv_store(settings.redis_url, password=redis_password, prefix=settings.kv_key_prefix)
+    kv = build_kv_store(
+        settings.redis_url,
+        password=redis_password,
+        prefix=settings.kv_key_prefix,
+        pool_monitor=None if settings.uses_in_process_store else RedisPoolMetrics(metrics),
+    )
     secret = settings.signing_key_encryption_key
     cipher = KeyCipher(secret.get_secret_value() if secret else None)
     keys = KeyRing(cipher)

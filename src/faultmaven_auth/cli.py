@@ -88,13 +88,32 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
 
 
 @main.command()
-def migrate() -> None:
+@click.option(
+    "--status",
+    is_flag=True,
+    help='Change nothing: print {"current", "head", "up_to_date"} as JSON; exit 1 when '
+    "the database is behind or cannot be read.",
+)
+def migrate(status: bool) -> None:
     """Apply database migrations (Alembic) up to the newest revision."""
-    from faultmaven_auth.storage.migrate import upgrade
+    from faultmaven_auth.storage.migrate import migration_status, upgrade
 
     settings = cli_settings()
-    upgrade(settings.database_url)
-    click.echo("database schema is up to date")
+    if not status:
+        upgrade(settings.database_url)
+        click.echo("database schema is up to date")
+        return
+    try:
+        result = migration_status(settings.database_url)
+    except Exception as exc:
+        # The URL may carry a password: name the failure, never echo the URL or the text.
+        reason = type(getattr(exc, "orig", None) or exc).__name__
+        raise click.ClickException(
+            f"cannot read the schema version (is DATABASE_URL reachable?): {reason}"
+        ) from exc
+    click.echo(json.dumps(result.as_dict()))
+    if not result.up_to_date:
+        sys.exit(1)
 
 
 @main.command()

@@ -1,4 +1,5 @@
-"""Database metrics from SQLAlchemy engine events: statements by operation, and latency."""
+"""Database metrics: statements by operation and latency (SQLAlchemy engine events), and
+the connection pool's usage and checkout waits (``storage.db.PoolMonitor``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from faultmaven_auth.observability.metrics import Metrics
+from faultmaven_auth.storage.db import PoolUsage
 
 _OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
 _START = "fm_query_start"
@@ -40,3 +42,23 @@ def instrument_engine(engine: Engine, metrics: Metrics) -> None:
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     event.listen(engine, "handle_error", on_error)
+
+
+class PoolMetrics:
+    """``db_pool_*``, set on every checkout and return: current in every worker's files
+    (multiprocess mode), not only in the one that answers the scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._size: int | None = None
+
+    def checked_out(self, usage: PoolUsage, waited_seconds: float) -> None:
+        self._metrics.db_pool_wait_seconds.observe(waited_seconds)
+        self.returned(usage)
+
+    def returned(self, usage: PoolUsage) -> None:
+        if usage.size != self._size:  # set once; a write per checkout is not needed
+            self._size = usage.size
+            self._metrics.db_pool_size.set(usage.size)
+        self._metrics.db_pool_checked_out.set(usage.checked_out)
+        self._metrics.db_pool_overflow.set(usage.overflow)

@@ -1,8 +1,10 @@
 """``/metrics``: Prometheus text or OpenMetrics (with exemplars), never blocking the loop.
 
 Rendering walks every metric and, in multiprocess mode, reads every worker's files, so
-it runs in a thread. The computed gauges are refreshed first (at most every
-``METRICS_CACHE_SECONDS``), from the shared store and the database.
+it runs in a thread. Before that, every scrape checks the database and the store
+(``dependency_up``, bounded by ``HEALTH_CHECK_TIMEOUT_SECONDS``), then refreshes the
+computed gauges (at most every ``METRICS_CACHE_SECONDS``) from the dependencies that
+answered: a scrape while the database is down does not wait on it.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
+from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector
 from prometheus_client import generate_latest as text_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -25,7 +29,9 @@ from sqlalchemy import func, select
 from faultmaven_auth.api import security
 from faultmaven_auth.api.openapi import error_responses
 from faultmaven_auth.errors import NotFound, Unauthorized
+from faultmaven_auth.observability.health import check_dependencies
 from faultmaven_auth.observability.metrics import Metrics, multiprocess_enabled
+from faultmaven_auth.observability.process_metrics import WorkersProcessCollector
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.storage.models import Organization
 
@@ -42,33 +48,49 @@ class MetricsExporter:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             registry.register(self._metrics.computed)
+            # python_info is the same in every worker; process_* is summed over the
+            # live workers; python_gc_* cannot be read across processes (not exported).
+            PlatformCollector(registry=registry)
+            directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+            registry.register(WorkersProcessCollector(directory))
             self.registry = registry
         else:
             self.registry = self._metrics.registry
 
-    async def refresh_computed(self) -> None:
+    async def refresh_computed(self, *, store_up: bool = True, database_up: bool = True) -> None:
+        """Recompute the cached gauges from the dependencies that answered their check.
+
+        The gauges of a dependency that did not keep their last values and the cache is
+        not renewed, so the next scrape tries again. Each read is bounded by the health
+        check timeout: a dependency that hangs after answering its ping cannot hang us.
+        """
         settings = self._runtime.settings
+        limit = settings.health_check_timeout_seconds
         async with self._lock:
             if time.monotonic() - self._refreshed_at < settings.metrics_cache_seconds:
                 return
             computed = self._metrics.computed
-            try:
-                snapshot = await self._runtime.activity.snapshot()
-                computed.auth_success_rate = snapshot.auth_success_rate
-                computed.active_users = self._cap_orgs(snapshot.active_users_by_org)
-            except Exception:
-                logger.warning("Could not read activity from the store", exc_info=True)
-            try:
-                async with self._runtime.db.session() as session:
-                    count = await session.scalar(
-                        select(func.count())
-                        .select_from(Organization)
-                        .where(Organization.deleted_at.is_(None))
-                    )
-                computed.organizations_total = int(count or 0)
-            except Exception:
-                logger.warning("Could not count organizations", exc_info=True)
-            self._refreshed_at = time.monotonic()
+            if store_up:
+                try:
+                    async with asyncio.timeout(limit):
+                        snapshot = await self._runtime.activity.snapshot()
+                    computed.auth_success_rate = snapshot.auth_success_rate
+                    computed.active_users = self._cap_orgs(snapshot.active_users_by_org)
+                except Exception:
+                    logger.warning("Could not read activity from the store", exc_info=True)
+            if database_up:
+                try:
+                    async with asyncio.timeout(limit), self._runtime.db.session() as session:
+                        count = await session.scalar(
+                            select(func.count())
+                            .select_from(Organization)
+                            .where(Organization.deleted_at.is_(None))
+                        )
+                    computed.organizations_total = int(count or 0)
+                except Exception:
+                    logger.warning("Could not count organizations", exc_info=True)
+            if store_up and database_up:
+                self._refreshed_at = time.monotonic()
 
     def _cap_orgs(self, by_org: dict[str, int]) -> dict[str, int]:
         capped: dict[str, int] = {}
@@ -78,7 +100,8 @@ class MetricsExporter:
         return capped
 
     async def render(self, accept: str) -> tuple[bytes, str]:
-        await self.refresh_computed()
+        database_up, store_up = await check_dependencies(self._runtime)
+        await self.refresh_computed(store_up=store_up, database_up=database_up)
         if "application/openmetrics-text" in accept:
             body = await asyncio.to_thread(openmetrics_latest, self.registry)
             return body, OPENMETRICS_TYPE

@@ -2,7 +2,9 @@
 
 ``/health`` touches nothing: a process that answers is alive. ``/ready`` checks the
 database and the key-value store concurrently, each with a short timeout, so a hung
-dependency makes the probe fail fast instead of hanging it.
+dependency makes the probe fail fast instead of hanging it. Every check (from ``/ready``
+or from a scrape of ``/metrics``) sets ``dependency_up``; ``redis`` only when Redis is
+configured.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ async def health() -> dict[str, str]:
     return {"status": "healthy", "edition": "enterprise"}
 
 
+async def check_dependencies(runtime: Runtime) -> tuple[bool, bool]:
+    """Check the database and the store concurrently; record ``dependency_up``."""
+    timeout = runtime.settings.health_check_timeout_seconds
+    database, redis = await asyncio.gather(
+        _check("database", runtime.db.ping, timeout), _check("redis", runtime.kv.ping, timeout)
+    )
+    runtime.metrics.dependency_checked("database", database)
+    if not runtime.settings.uses_in_process_store:
+        runtime.metrics.dependency_checked("redis", redis)
+    return database, redis
+
+
 class ReadinessChecks(BaseModel):
     database: bool
     redis: bool
@@ -65,10 +79,7 @@ class Readiness(BaseModel):
     responses={503: {"model": Readiness, "description": "A dependency is not ready"}},
 )
 async def ready(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
-    timeout = runtime.settings.health_check_timeout_seconds
-    database, redis = await asyncio.gather(
-        _check("database", runtime.db.ping, timeout), _check("redis", runtime.kv.ping, timeout)
-    )
+    database, redis = await check_dependencies(runtime)
     ok = database and redis
     return JSONResponse(
         {

@@ -16,7 +16,15 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -26,12 +34,30 @@ LATENCY_BUCKETS = (
 AUTH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 SESSION_BUCKETS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400)
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Checking out a pooled connection: microseconds when one is idle, up to the pool's
+# 30 s timeout when the pool is exhausted.
+POOL_WAIT_BUCKETS = (
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
 
 OTHER = "other"
 
 
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def build_commit() -> str:
+    """The commit the running build came from: ``BUILD_COMMIT`` or ``GIT_COMMIT``.
+
+    Set by the image build; git is never run at runtime (there may be no git, no
+    repository, or a repository that is not the one the code came from).
+    """
+    for name in ("BUILD_COMMIT", "GIT_COMMIT"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value[:64]  # a label value, bounded whatever the build passes
+    return "unknown"
 
 
 class BoundedLabel:
@@ -91,7 +117,15 @@ class ComputedGauges(Collector):
 class Metrics:
     """Every metric of the service, registered in ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry, *, max_organization_labels: int = 100) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        max_organization_labels: int = 100,
+        version: str = "unknown",
+        commit: str = "unknown",
+        redis_pool: bool = False,
+    ) -> None:
         self.registry = registry
         self.org_label = BoundedLabel(max_organization_labels)
         self.computed = ComputedGauges()
@@ -177,7 +211,81 @@ class Metrics:
             "Security events not shipped to a SIEM destination (queue full or shut down)",
             ("destination",),
         )
+        self._register_runtime_signals(registry, version=version, commit=commit)
+        # Redis pool series exist only when there is a Redis pool (none for the
+        # in-process store).
+        self.redis_pool_connections: Gauge | None = None
+        self.redis_pool_max_connections: Gauge | None = None
+        if redis_pool:
+            self.redis_pool_connections = Gauge(
+                "redis_pool_connections",
+                "Redis client connections by state (in_use, available)",
+                ["state"],
+                registry=registry,
+                multiprocess_mode="livesum",
+            )
+            self.redis_pool_max_connections = Gauge(
+                "redis_pool_max_connections",
+                "Most connections the Redis client pool may open",
+                registry=registry,
+                multiprocess_mode="livesum",
+            )
         registry.register(self.computed)
+        if not multiprocess_enabled():
+            # Per-process collectors. With several workers /metrics is rendered from
+            # another registry (see exposition.MetricsExporter), which aggregates them.
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+
+    def _register_runtime_signals(
+        self, registry: CollectorRegistry, *, version: str, commit: str
+    ) -> None:
+        """Build, pool and dependency signals for the runbooks.
+
+        With several workers the pool gauges add up over live workers (the service's
+        connections, as the database sees them); ``dependency_up`` is the most recent
+        check made by any live worker.
+        """
+        self.build_info = Gauge(
+            "build_info",
+            "Always 1; the running version and the commit it was built from",
+            ["version", "commit"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.build_info.labels(version, commit).set(1)
+        self.dependency_up = Gauge(
+            "dependency_up",
+            "1 when the dependency answered its last health check, else 0",
+            ["dependency"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.db_pool_size = Gauge(
+            "db_pool_size",
+            "Configured size of the database connection pool (overflow not included)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_checked_out = Gauge(
+            "db_pool_checked_out",
+            "Database connections checked out of the pool (in use)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_overflow = Gauge(
+            "db_pool_overflow",
+            "Overflow database connections (beyond the pool size) in use",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_wait_seconds = Histogram(
+            "db_pool_wait_seconds",
+            "Time spent waiting to check a connection out of the database pool",
+            buckets=POOL_WAIT_BUCKETS,
+            registry=registry,
+        )
 
     # Small named helpers keep label spelling in one place.
 
@@ -206,6 +314,9 @@ class Metrics:
 
     def siem_event_dropped(self, destination: str) -> None:
         self.siem_events_dropped_total.labels(destination).inc()
+
+    def dependency_checked(self, dependency: str, up: bool) -> None:
+        self.dependency_up.labels(dependency).set(1 if up else 0)
 
     def user_created(self, organization_id: object) -> None:
         self.new_users_total.labels(self.org_label(organization_id)).inc()

@@ -11,29 +11,83 @@ transaction handling is switched off (``isolation_level=None``) and SQLAlchemy's
 and nothing for ``Database.session()``: reads run in autocommit, as before, and never
 wait for writers in WAL mode. PostgreSQL keeps its default READ COMMITTED; writes that
 check a count lock the organization row (``lock_organization``).
+
+A ``PoolMonitor`` given to ``create_engine`` hears of every checkout (with the time it
+waited for a connection) and every return, on the event loop's thread, with the pool's
+usage right after the change. This module knows nothing of metrics; the monitor is
+``observability.db_metrics.PoolMetrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar, NamedTuple, Protocol
 
-from sqlalchemy import Connection, event, exc, text
+from sqlalchemy import Connection, event, exc, make_url, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
 # Execution option carried by the write engine; read by the SQLite ``begin`` listener.
 SQLITE_BEGIN = "faultmaven_sqlite_begin"
 WRITE_QUEUE_TIMEOUT_SECONDS = 30
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+class PoolUsage(NamedTuple):
+    size: int  # configured pool size (overflow not included)
+    checked_out: int  # connections in use
+    overflow: int  # connections in use beyond ``size``
+
+
+class PoolMonitor(Protocol):
+    def checked_out(self, usage: PoolUsage, waited_seconds: float) -> None: ...
+
+    def returned(self, usage: PoolUsage) -> None: ...
+
+
+def pool_usage(pool: AsyncAdaptedQueuePool) -> PoolUsage:
+    # Overflow as in use beyond the size, not SQLAlchemy's ``overflow()`` (connections
+    # open beyond it), which also counts an idle one while the rest are out.
+    size, checked_out = pool.size(), pool.checkedout()
+    return PoolUsage(size, checked_out, max(0, checked_out - size))
+
+
+class MonitoredQueuePool(AsyncAdaptedQueuePool):
+    """The queue pool both drivers use, reporting to the class's ``monitor``.
+
+    ``create_engine`` makes a subclass per engine that carries the monitor, because
+    SQLAlchemy builds the pool itself (and rebuilds it as ``self.__class__`` on
+    dispose). The hooks are the pool's own get/return steps: the wait includes opening a
+    new connection when the pool has room, not the pre-ping that follows.
+    """
+
+    monitor: ClassVar[PoolMonitor]
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        start = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            # A checkout that timed out waited too; that is the wait worth seeing.
+            self.monitor.checked_out(pool_usage(self), time.perf_counter() - start)
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        try:
+            super()._do_return_conn(record)
+        finally:
+            self.monitor.returned(pool_usage(self))
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, pool_monitor: PoolMonitor | None = None
+) -> AsyncEngine:
     # Bound parameters (password hashes, emails, token hashes) never go into exception
     # text, so an error that reaches a log line carries the statement only.
     kwargs: dict[str, Any] = {"hide_parameters": True}
@@ -46,11 +100,24 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         kwargs["pool_pre_ping"] = True
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size
+    if pool_monitor is not None and _uses_queue_pool(url):
+        kwargs["poolclass"] = type(
+            "MonitoredQueuePool", (MonitoredQueuePool,), {"monitor": pool_monitor}
+        )
     engine = create_async_engine(url, **kwargs)
+    if pool_monitor is not None and isinstance(engine.pool, AsyncAdaptedQueuePool):
+        pool_monitor.returned(pool_usage(engine.pool))  # the size, before any checkout
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
+
+
+def _uses_queue_pool(url: str) -> bool:
+    """PostgreSQL and a SQLite file do; in-memory SQLite has one static connection."""
+    parsed = make_url(url)
+    dialect: Any = parsed.get_dialect()  # a DefaultDialect subclass; typed as the interface
+    return issubclass(dialect.get_pool_class(parsed), AsyncAdaptedQueuePool)
 
 
 def _sqlite_connect(dbapi_connection: Any, _: Any) -> None:

@@ -13,12 +13,13 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from faultmaven_auth.errors import ServiceUnavailable
+from faultmaven_auth.storage.redis_pool import MonitoredConnectionPool, RedisPoolMonitor
 
 
 class StoreUnavailable(ServiceUnavailable):
@@ -238,16 +239,25 @@ class RedisStore:
         return self._redis
 
     @classmethod
-    def from_url(cls, url: str, *, password: str | None = None, prefix: str = "") -> RedisStore:
-        client = Redis.from_url(
-            url,
-            password=password,
-            decode_responses=True,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-        )
-        return cls(client, prefix)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        password: str | None = None,
+        prefix: str = "",
+        pool_monitor: RedisPoolMonitor | None = None,
+    ) -> RedisStore:
+        options: dict[str, Any] = {
+            "password": password,
+            "decode_responses": True,
+            "socket_timeout": 5,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 30,
+        }
+        if pool_monitor is None:
+            return cls(Redis.from_url(url, **options), prefix)
+        pool = MonitoredConnectionPool.from_url(url, monitor=pool_monitor, **options)
+        return cls(Redis.from_pool(pool), prefix)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -346,8 +356,14 @@ def _check_ttl(ttl_seconds: int) -> None:
 
 
 def build_kv_store(
-    redis_url: str | None, *, password: str | None = None, prefix: str = ""
+    redis_url: str | None,
+    *,
+    password: str | None = None,
+    prefix: str = "",
+    pool_monitor: RedisPoolMonitor | None = None,
 ) -> KeyValueStore:
     if redis_url:
-        return RedisStore.from_url(redis_url, password=password, prefix=prefix)
+        return RedisStore.from_url(
+            redis_url, password=password, prefix=prefix, pool_monitor=pool_monitor
+        )
     return MemoryStore()
