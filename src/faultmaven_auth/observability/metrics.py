@@ -91,7 +91,13 @@ class ComputedGauges(Collector):
 class Metrics:
     """Every metric of the service, registered in ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry, *, max_organization_labels: int = 100) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        max_organization_labels: int = 100,
+        security_event_types: Iterable[str] = (),
+    ) -> None:
         self.registry = registry
         self.org_label = BoundedLabel(max_organization_labels)
         self.computed = ComputedGauges()
@@ -177,6 +183,15 @@ class Metrics:
             "Security events not shipped to a SIEM destination (queue full or shut down)",
             ("destination",),
         )
+        # Alerted-on series start at 0: `increase()` over a series whose first sample is
+        # already 1 is 0, so without them an alert would miss the first event after a start.
+        for event_type in security_event_types:
+            self.security_events_total.labels(event_type)
+        for status in ("success", "failure", "expired"):
+            self.tokens_validated_total.labels(status)
+        for method in ("password", "refresh"):
+            for outcome in ("success", "failure"):
+                self.auth_attempts_total.labels(method, outcome)
         registry.register(self.computed)
 
     # Small named helpers keep label spelling in one place.
