@@ -106,7 +106,8 @@ def received(webhook: WebhookReceiver, alertname: str, timeout: float) -> dict[s
 def test_alerts_travel_from_the_service_to_the_webhook(tmp_path: Path) -> None:
     """Failed logins raise BruteForceAttackDetected and HighAuthFailureRate, a stopped
     service raises ServiceDown; each arrives with its labels and rendered annotations."""
-    binary("prometheus"), binary("alertmanager")
+    binary("prometheus")
+    binary("alertmanager")
     rules = tmp_path / "rules"
     write_fast_rules(rules)
     env = server_env(tmp_path, RATE_LIMIT_ENABLED="false")
