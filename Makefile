@@ -1,11 +1,11 @@
-# The two commands the README promises: `make run` and `make test`.
+# The two commands the README promises: `make run` and `make test` (plus `make monitor`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint install install-dev system-deps migrate bench clean
+.PHONY: run test lint install install-dev system-deps migrate monitor bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ system-deps:
 ## make test: lint, then the whole suite (embedded backend and PostgreSQL + Redis)
 test: lint system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## make monitor: Prometheus + Alertmanager on 127.0.0.1 with the project's rules, scraping
+## the service of `make run` ($(HOST):$(PORT)); prints the URLs, Ctrl-C stops both
+monitor: system-deps
+	SERVICE_ADDRESS=$(HOST):$(PORT) ./scripts/monitor.sh
 
 ## make bench: benchmarks with a written report in benchmarks/results/
 bench: install-dev

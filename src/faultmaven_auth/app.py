@@ -53,6 +53,7 @@ from faultmaven_auth.rbac.endpoints import router as roles_router
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.schemas import refuse_unsafe_parameters
 from faultmaven_auth.security.endpoints import router as unlock_router
+from faultmaven_auth.security.events import SecurityEventType
 from faultmaven_auth.security.siem import SiemExport
 from faultmaven_auth.storage.db import Database, create_engine
 from faultmaven_auth.storage.kv import build_kv_store
@@ -82,6 +83,7 @@ def new_metrics(settings: Settings) -> Metrics:
         version=__version__,
         commit=build_commit(),
         redis_pool=not settings.uses_in_process_store,
+        security_event_types=[event_type.value for event_type in SecurityEventType],
     )
 
 

@@ -125,6 +125,7 @@ class Metrics:
         version: str = "unknown",
         commit: str = "unknown",
         redis_pool: bool = False,
+        security_event_types: Iterable[str] = (),
     ) -> None:
         self.registry = registry
         self.org_label = BoundedLabel(max_organization_labels)
@@ -230,6 +231,15 @@ class Metrics:
                 registry=registry,
                 multiprocess_mode="livesum",
             )
+        # Alerted-on series start at 0: `increase()` over a series whose first sample is
+        # already 1 is 0, so without them an alert would miss the first event after a start.
+        for event_type in security_event_types:
+            self.security_events_total.labels(event_type)
+        for status in ("success", "failure", "expired"):
+            self.tokens_validated_total.labels(status)
+        for method in ("password", "refresh"):
+            for outcome in ("success", "failure"):
+                self.auth_attempts_total.labels(method, outcome)
         registry.register(self.computed)
         if not multiprocess_enabled():
             # Per-process collectors. With several workers /metrics is rendered from
