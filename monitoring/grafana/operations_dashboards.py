@@ -7,6 +7,17 @@ by ``job="auth-service"`` or the instance variable.
 
 from __future__ import annotations
 
+from dashboard_queries import (
+    RATE,
+    auth_failure_ratio,
+    in_range,
+    increase_sum,
+    quantile,
+    rate_sum,
+    security_events,
+    selector,
+    standard_annotations,
+)
 from grafana_kit import (
     BLUE,
     GREEN,
@@ -21,17 +32,6 @@ from grafana_kit import (
     datasource_variable,
     steps,
     target,
-)
-from queries import (
-    RATE,
-    auth_failure_ratio,
-    in_range,
-    increase_sum,
-    quantile,
-    rate_sum,
-    security_events,
-    selector,
-    standard_annotations,
 )
 from service_dashboards import UP_DOWN, dependency_panel
 

@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dashboard_queries import (
+    FAST_BURN,
+    LATENCY_SLO_SECONDS,
+    RATE,
+    SLOW_BURN,
+    auth_failure_ratio,
+    availability_burn,
+    http_error_ratio,
+    in_range,
+    increase_sum,
+    latency_burn,
+    latency_sli,
+    quantile,
+    rate_sum,
+    ratio,
+    selector,
+    standard_annotations,
+)
 from grafana_kit import (
     BLUE,
     GREEN,
@@ -19,24 +37,6 @@ from grafana_kit import (
     datasource_variable,
     steps,
     target,
-)
-from queries import (
-    FAST_BURN,
-    LATENCY_SLO_SECONDS,
-    RATE,
-    SLOW_BURN,
-    auth_failure_ratio,
-    availability_burn,
-    http_error_ratio,
-    in_range,
-    increase_sum,
-    latency_burn,
-    quantile,
-    rate_sum,
-    ratio,
-    selector,
-    slow_request_ratio,
-    standard_annotations,
 )
 
 HTTP_LATENCY = "http_request_duration_seconds"
@@ -302,12 +302,7 @@ def performance() -> JSON:
             Panel(
                 f"Requests within {float(LATENCY_SLO_SECONDS) * 1000:.0f} ms",
                 "timeseries",
-                [
-                    target(
-                        f"1 - ({slow_request_ratio(RATE)})",
-                        "within target",
-                    )
-                ],
+                [target(latency_sli(RATE), "within target")],
                 "percentunit",
                 "The latency SLI: share of requests answered within 500 ms (SLO 99 %).",
                 runbooks=SLO_RUNBOOKS[2:],

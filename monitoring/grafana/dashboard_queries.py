@@ -28,14 +28,16 @@ def selector(extra: str = "") -> str:
     return "{" + SERVICE + (f", {extra}" if extra else "") + "}"
 
 
+def _sum(by: str) -> str:
+    return f"sum by ({by}) " if by else "sum"
+
+
 def rate_sum(metric: str, extra: str = "", by: str = "", window: str = RATE) -> str:
-    grouping = f" by ({by})" if by else ""
-    return f"sum{grouping} (rate({metric}{selector(extra)}[{window}]))"
+    return f"{_sum(by)}(rate({metric}{selector(extra)}[{window}]))"
 
 
 def increase_sum(metric: str, extra: str = "", by: str = "", window: str = RATE) -> str:
-    grouping = f" by ({by})" if by else ""
-    return f"sum{grouping} (increase({metric}{selector(extra)}[{window}]))"
+    return f"{_sum(by)}(increase({metric}{selector(extra)}[{window}]))"
 
 
 def ratio(metric: str, bad: str, all_: str = "", window: str = RATE) -> str:
@@ -60,12 +62,11 @@ def auth_failure_ratio(window: str = RATE) -> str:
     return ratio("auth_attempts_total", 'status="failure"', window=window)
 
 
-def slow_request_ratio(window: str) -> str:
-    """Share of requests slower than the latency SLO's bucket boundary."""
+def latency_sli(window: str) -> str:
+    """Share of requests answered within the latency SLO's bucket boundary."""
     boundary = f'le="{LATENCY_SLO_SECONDS}"'
     fast = rate_sum("http_request_duration_seconds_bucket", boundary, window=window)
-    total = rate_sum("http_request_duration_seconds_count", window=window)
-    return f"1 - ({fast} / {total})"
+    return f"{fast} / {rate_sum('http_request_duration_seconds_count', window=window)}"
 
 
 def availability_burn(window: str) -> str:
@@ -73,7 +74,7 @@ def availability_burn(window: str) -> str:
 
 
 def latency_burn(window: str) -> str:
-    return f"({slow_request_ratio(window)}) / {1 - LATENCY_SLO:.4g}"
+    return f"(1 - ({latency_sli(window)})) / {1 - LATENCY_SLO:.4g}"
 
 
 def in_range(counter: str, extra: str = "") -> str:
