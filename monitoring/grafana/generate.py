@@ -1,4 +1,4 @@
-"""Write the Grafana dashboards (``dashboards/*.json``) from the definitions in this folder.
+"""Write the Grafana dashboards (``dashboards/*.json``) from fm_auth_dashboards/ (Python).
 
     python monitoring/grafana/generate.py          # rewrite the JSON files
     python monitoring/grafana/generate.py --check  # exit 1 if a committed file differs
@@ -14,22 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-from grafana_kit import JSON
-from operations_dashboards import infrastructure, security
-from service_dashboards import business, overview, performance
+from fm_auth_dashboards import build_dashboards
+from fm_auth_dashboards.kit import JSON
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
-
-
-def build_dashboards() -> dict[str, JSON]:
-    """File name (without ``.json``) -> dashboard model."""
-    return {
-        "overview": overview(),
-        "performance": performance(),
-        "business": business(),
-        "infrastructure": infrastructure(),
-        "security": security(),
-    }
 
 
 def render(model: JSON) -> str:

@@ -11,7 +11,7 @@ Rules kept here (the seed guide got each of them wrong at least once):
 
 from __future__ import annotations
 
-from grafana_kit import JOB, JSON, SERVICE, annotation
+from .kit import JOB, JSON, SERVICE, annotation
 
 RATE = "$__rate_interval"
 
