@@ -1,6 +1,6 @@
 """Small builders for Grafana dashboard JSON (schema 39), plain dicts and no dependency.
 
-The dashboards in ``generate.py`` are written with these so that every panel gets the
+The dashboard modules beside this one are written with these so that every panel gets the
 same things an on-call engineer relies on: a unit, a description, the data source
 variable, runbook links, and a place in the grid computed here rather than by hand.
 """
