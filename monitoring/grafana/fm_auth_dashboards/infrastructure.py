@@ -36,14 +36,14 @@ from .shared import (
 USAGE = steps(GREEN, (0.8, YELLOW), (0.9, RED))
 
 
-def usage(title: str, expr: str, legend: str, description: str, runbook: str) -> Panel:
+def usage(title: str, expr: str, legend: str, description: str, *runbooks: str) -> Panel:
     return Panel(
         title,
         "timeseries",
         [target(expr, legend)],
         "percentunit",
         description,
-        runbooks=(runbook,),
+        runbooks=runbooks,
         thresholds=USAGE,
         min=0,
         max=1,
@@ -284,7 +284,6 @@ def infrastructure() -> JSON:
                 f'1 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle"}}[{RATE}]))',
                 "{{instance}}",
                 "Share of CPU time not idle, per host.",
-                "HighLatency",
             ),
             usage(
                 "Host memory",

@@ -20,7 +20,6 @@ from .queries import (
     latency_sli,
     quantile,
     rate_sum,
-    selector,
     standard_annotations,
 )
 from .shared import (
@@ -30,6 +29,7 @@ from .shared import (
     P99_KPI,
     SLO_RUNBOOKS,
     burn_rate_panel,
+    in_progress_panel,
     latency_kpi,
     latency_percentiles,
     variables,
@@ -49,15 +49,7 @@ def performance() -> JSON:
             latency_kpi(0.5, "p50", P50_KPI, "HighLatency"),
             latency_kpi(0.95, "p95", P95_KPI, "HighLatency"),
             latency_kpi(0.99, "p99", P99_KPI, "HighLatency"),
-            Panel(
-                "Requests in progress",
-                "stat",
-                [target(f"sum(http_requests_inprogress{selector()})")],
-                "short",
-                "Requests being served right now (saturation). A steady climb with flat "
-                "traffic means requests are waiting on something: check the pools.",
-                thresholds=steps(GREEN, (50, YELLOW), (200, RED)),
-            ),
+            in_progress_panel(),
             Row("Latency over time"),
             latency_percentiles(),
             Panel(

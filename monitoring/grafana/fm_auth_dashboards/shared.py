@@ -154,11 +154,23 @@ def burn_rate_panel(
         title,
         "timeseries",
         [target(burn(w), w) for w in ("5m", "1h", "6h")],
-        "x",
+        "suffix:x",
         f"How fast the {slo} error budget is spent (1 = exactly the budget over 30 days). "
         f"The fast-burn alert needs {FAST_BURN:g}x over 1 h (and 5 m), the slow-burn "
         f"alert {SLOW_BURN:g}x over 6 h.",
         runbooks=runbooks,
         thresholds=steps(GREEN, (SLOW_BURN, ORANGE), (FAST_BURN, RED)),
         min=0,
+    )
+
+
+def in_progress_panel() -> Panel:
+    return Panel(
+        "Requests in progress",
+        "stat",
+        [target(f"sum(http_requests_inprogress{selector()})")],
+        "short",
+        "Requests being served right now (saturation). A steady climb with flat "
+        "traffic means requests are waiting on something: check the pools.",
+        thresholds=steps(GREEN, (50, YELLOW), (200, RED)),
     )
