@@ -371,6 +371,16 @@ def test_provisioning_points_at_the_dashboards_and_the_datasource() -> None:
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
+def test_the_guide_lists_every_dashboard_and_panel() -> None:
+    """docs/dashboards.md names each dashboard, uid and panel title."""
+    guide = (ROOT / "docs" / "dashboards.md").read_text()
+    for dashboard in DASHBOARD_MODELS.values():
+        assert dashboard["title"] in guide
+        assert f"`{dashboard['uid']}`" in guide
+        for panel in dashboard["panels"]:
+            assert f"| {panel['title']} |" in guide or f"**{panel['title']}**" in guide, panel
+
+
 def test_metric_names_reads_promql() -> None:
     """Functions, aggregations, labels, strings, durations and keywords are not names."""
     expr = (
