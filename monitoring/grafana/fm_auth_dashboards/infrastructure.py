@@ -34,9 +34,14 @@ from .shared import (
 )
 
 USAGE = steps(GREEN, (0.8, YELLOW), (0.9, RED))
+# Filesystems that can fill up (as in the DiskSpaceLow rule): not memory or overlays.
+REAL_FILESYSTEMS = 'fstype!~"tmpfs|ramfs|squashfs|overlay|nsfs|fuse.*"'
 
 
-def usage(title: str, expr: str, legend: str, description: str, *runbooks: str) -> Panel:
+def usage(
+    title: str, expr: str, legend: str, description: str, alert_at: float, *runbooks: str
+) -> Panel:
+    """A share of a host resource in use; red from the level its alert fires at."""
     return Panel(
         title,
         "timeseries",
@@ -44,7 +49,7 @@ def usage(title: str, expr: str, legend: str, description: str, *runbooks: str) 
         "percentunit",
         description,
         runbooks=runbooks,
-        thresholds=USAGE,
+        thresholds=steps(GREEN, (alert_at - 0.1, YELLOW), (alert_at, RED)),
         min=0,
         max=1,
         width=8,
@@ -284,20 +289,25 @@ def infrastructure() -> JSON:
                 f'1 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle"}}[{RATE}]))',
                 "{{instance}}",
                 "Share of CPU time not idle, per host.",
+                0.9,
             ),
             usage(
                 "Host memory",
                 "1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes",
                 "{{instance}}",
-                "Share of memory not available to new processes, per host.",
+                "Share of memory not available to new processes, per host; "
+                "HighMemoryUsage fires above 85 %.",
+                0.85,
                 "HighMemoryUsage",
             ),
             usage(
                 "Disk usage",
-                '1 - node_filesystem_avail_bytes{fstype!~"tmpfs|overlay|squashfs"} '
-                '/ node_filesystem_size_bytes{fstype!~"tmpfs|overlay|squashfs"}',
+                f"1 - node_filesystem_avail_bytes{{{REAL_FILESYSTEMS}}} "
+                f"/ node_filesystem_size_bytes{{{REAL_FILESYSTEMS}}}",
                 "{{instance}} {{mountpoint}}",
-                "Share of each filesystem in use. DiskSpaceLow fires as it nears full.",
+                "Share of each filesystem in use; DiskSpaceLow fires above 80 % "
+                "(less than 20 % free).",
+                0.8,
                 "DiskSpaceLow",
             ),
         ],

@@ -57,9 +57,9 @@ def performance() -> JSON:
                 "timeseries",
                 [target(latency_sli(RATE), "within target")],
                 "percentunit",
-                "The latency SLI: share of requests answered within 500 ms (SLO 99 %).",
+                "The latency SLI: share of requests answered within 200 ms (SLO 95 %).",
                 runbooks=SLO_RUNBOOKS[2:],
-                thresholds=steps(RED, (0.99, GREEN)),
+                thresholds=steps(RED, (0.95, GREEN)),
                 max=1,
             ),
             Panel(
@@ -72,7 +72,7 @@ def performance() -> JSON:
                 thresholds=steps(GREEN, (P95_KPI, RED)),
             ),
             burn_rate_panel(
-                "Latency SLO burn rate (99 % within 500 ms)",
+                "Latency SLO burn rate (95 % within 200 ms)",
                 latency_burn,
                 "latency",
                 SLO_RUNBOOKS[2:],

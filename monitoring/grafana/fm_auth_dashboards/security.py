@@ -21,6 +21,7 @@ from .queries import (
     in_range,
     increase_sum,
     rate_sum,
+    ratio,
     security_events,
     standard_annotations,
 )
@@ -134,20 +135,25 @@ def security() -> JSON:
                 min=0,
             ),
             Panel(
-                "Token validation failures",
+                "Token validations refused",
                 "timeseries",
-                [
-                    target(rate_sum("tokens_validated_total", refused, by="status"), "{{status}}"),
-                    target(
-                        f"({rate_sum('tokens_validated_total', refused)} or vector(0)) "
-                        f"/ {rate_sum('tokens_validated_total')}",
-                        "failure ratio",
-                    ),
-                ],
+                [target(rate_sum("tokens_validated_total", refused, by="status"), "{{status}}")],
                 "ops",
-                "Access tokens refused (failure: bad signature, revoked, wrong type; "
-                "expired) per second. Forged or replayed tokens show here.",
+                "Access tokens refused per second: failure (bad signature, malformed, "
+                "revoked, wrong type) and expired (normal at a low rate).",
                 runbooks=("TokenValidationFailureSpike",),
+            ),
+            Panel(
+                "Token validation failure ratio",
+                "timeseries",
+                [target(ratio("tokens_validated_total", 'status="failure"'), "failure ratio")],
+                "percentunit",
+                "Share of validations that failed, expired tokens not counted. "
+                "TokenValidationFailureSpike fires above 20 % (with more than 0.1 failures/s): "
+                "forged or replayed tokens.",
+                runbooks=("TokenValidationFailureSpike",),
+                thresholds=steps(GREEN, (0.2, RED)),
+                min=0,
             ),
             Panel(
                 "Refused requests by route",

@@ -18,7 +18,9 @@ from .kit import (
     target,
 )
 from .queries import (
+    BURN_WINDOWS,
     FAST_BURN,
+    FAST_BURN_6H,
     SLOW_BURN,
     http_error_ratio,
     quantile,
@@ -153,13 +155,14 @@ def burn_rate_panel(
     return Panel(
         title,
         "timeseries",
-        [target(burn(w), w) for w in ("5m", "1h", "6h")],
+        [target(burn(w), w) for w in BURN_WINDOWS],
         "suffix:x",
         f"How fast the {slo} error budget is spent (1 = exactly the budget over 30 days). "
-        f"The fast-burn alert needs {FAST_BURN:g}x over 1 h (and 5 m), the slow-burn "
-        f"alert {SLOW_BURN:g}x over 6 h.",
+        f"Fast-burn alert (pages): {FAST_BURN:g}x over 1 h and 5 m, or {FAST_BURN_6H:g}x "
+        f"over 6 h and 30 m; slow-burn alert (ticket): {SLOW_BURN:g}x over 1 d and 2 h, "
+        "or 1x over 3 d and 6 h.",
         runbooks=runbooks,
-        thresholds=steps(GREEN, (SLOW_BURN, ORANGE), (FAST_BURN, RED)),
+        thresholds=steps(GREEN, (SLOW_BURN, YELLOW), (FAST_BURN_6H, ORANGE), (FAST_BURN, RED)),
         min=0,
     )
 
