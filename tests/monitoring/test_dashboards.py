@@ -344,7 +344,12 @@ def test_runbook_links_match_the_rules_and_runbooks_in_the_repository() -> None:
     if runbooks.is_dir():
         missing = {alert for alert in linked if not (runbooks / f"{alert}.md").is_file()}
         assert not missing, f"runbooks linked but absent: {sorted(missing)}"
-    rule_files = sorted((ROOT / "monitoring" / "prometheus").glob("**/rules/*.y*ml"))
+    # Files named _*.yml are samples for other tests (the PrometheusRule generator's).
+    rule_files = [
+        path
+        for path in sorted((ROOT / "monitoring" / "prometheus").glob("**/rules/*.y*ml"))
+        if not path.name.startswith("_")
+    ]
     alerts = {
         rule["alert"]
         for path in rule_files
@@ -364,11 +369,34 @@ def test_provisioning_points_at_the_dashboards_and_the_datasource() -> None:
     assert source["type"] == "prometheus"
     assert source["uid"] == DATASOURCE_UID
     assert source["url"] == "http://prometheus:9090"
+    assert source["isDefault"] is True
     providers = yaml.safe_load((provisioning / "dashboards" / "dashboards.yml").read_text())
     [provider] = providers["providers"]
     assert provider["type"] == "file"
     assert provider["folder"] == "FaultMaven Auth"
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_data_sources_link_to_each_other_by_provisioned_uids() -> None:
+    """Exemplars -> Tempo, traces -> Loki, log lines -> Tempo: every uid referred to exists."""
+    sources = [
+        source
+        for path in sorted((GRAFANA / "provisioning" / "datasources").glob("*.yml"))
+        for source in yaml.safe_load(path.read_text())["datasources"]
+    ]
+    uids = [source["uid"] for source in sources]
+    assert len(uids) == len(set(uids))
+    assert sum(bool(source.get("isDefault")) for source in sources) == 1
+    referred = set(re.findall(r"'datasourceUid': '([\w-]+)'", repr(sources)))
+    assert referred
+    assert referred <= set(uids)
+    expected_urls = {
+        "prometheus": "http://prometheus:9090",
+        "tempo": "http://tempo:3200",
+        "loki": "http://loki:3100",
+        "alertmanager": "http://alertmanager:9093",
+    }
+    assert {source["type"]: source["url"] for source in sources} == expected_urls
 
 
 def test_the_guide_lists_every_dashboard_and_panel() -> None:
