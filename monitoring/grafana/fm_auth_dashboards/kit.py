@@ -42,8 +42,12 @@ def steps(base: str, *levels: tuple[float, str]) -> JSON:
     }
 
 
-def target(expr: str, legend: str = "", *, instant: bool = False, fmt: str = "") -> JSON:
+def target(
+    expr: str, legend: str = "", *, instant: bool = False, fmt: str = "", exemplar: bool = False
+) -> JSON:
     body: JSON = {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend or "__auto"}
+    if exemplar:  # dots linking to the trace of a sampled request (Tempo)
+        body["exemplar"] = True
     if instant:
         body["instant"] = True
         body["range"] = False

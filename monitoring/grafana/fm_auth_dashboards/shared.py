@@ -84,11 +84,12 @@ def latency_percentiles() -> Panel:
         [
             target(quantile(0.5, HTTP_LATENCY), "p50"),
             target(quantile(0.95, HTTP_LATENCY), "p95"),
-            target(quantile(0.99, HTTP_LATENCY), "p99"),
+            target(quantile(0.99, HTTP_LATENCY), "p99", exemplar=True),
         ],
         "s",
         "HTTP latency percentiles from http_request_duration_seconds. Dashed lines: "
-        "the p95 (200 ms) and p99 (500 ms) targets.",
+        "the p95 (200 ms) and p99 (500 ms) targets. Exemplar dots open the trace "
+        "of a sampled request.",
         runbooks=("HighLatency",),
         thresholds=steps(GREEN, (P95_KPI, YELLOW), (P99_KPI, RED)),
         min=0,
