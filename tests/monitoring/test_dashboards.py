@@ -10,9 +10,11 @@ Grafana itself is not available here, so its variables are replaced as Grafana w
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import re
+import secrets
 import shutil
 import sys
 from collections.abc import Iterator
@@ -23,10 +25,17 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import unavailable
+from tests.conftest import (
+    REDIS_URL,
+    check_redis,
+    create_postgres_database,
+    delete_redis_prefix,
+    drop_postgres_database,
+    unavailable,
+)
 from tests.monitoring.promql import exported_names, metric_names, selectors, substitute
 from tests.monitoring.workload import run_workload
-from tests.support.prometheus_server import running_prometheus
+from tests.support.prometheus_server import PrometheusServer, running_prometheus
 from tests.support.server import migrate, running_server, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -429,53 +438,88 @@ def is_exporter_metric(name: str) -> bool:
     )
 
 
-def test_every_query_evaluates_on_real_prometheus_with_exported_names(tmp_path: Path) -> None:
-    """Service under a workload, scraped every second: every query succeeds, every name
-    is exported (or comes from an exporter, Prometheus, or the pending list), and the
-    panels the workload feeds return series."""
+def evaluate_every_query(
+    prometheus: PrometheusServer, exported: set[str]
+) -> tuple[list[str], set[tuple[str, str]]]:
+    """(errors, panels without data) over every query of every dashboard."""
+    errors: list[str] = []
+    empty: set[tuple[str, str]] = set()
+    for name, dashboard in DASHBOARD_MODELS.items():
+        for where, expr in queries(dashboard):
+            query = substitute(expr)
+            if where.startswith("variable"):
+                answer = prometheus.series(query)
+                data = answer.get("data")
+            else:
+                answer = prometheus.query(query)
+                data = answer.get("data", {}).get("result")
+            if answer.get("status") != "success":
+                errors.append(f"{name} {where}: {answer.get('error')}\n  {query}")
+            elif not data:
+                empty.add((name, where.split("'")[1] if "'" in where else where))
+            unknown = {
+                metric
+                for metric in metric_names(query)
+                if metric not in exported
+                and metric not in PROMETHEUS_SERIES
+                and metric not in PENDING_SERVICE_SIGNALS
+                and not is_exporter_metric(metric)
+            }
+            if unknown:
+                errors.append(f"{name} {where}: not exported: {sorted(unknown)}")
+    return errors, empty
+
+
+def scrape_and_query(
+    env: dict[str, str], binary: str, tmp_path: Path
+) -> tuple[list[str], set[tuple[str, str]], set[str]]:
+    """Migrate, serve, scrape the workload, then evaluate every query (errors, empty panels,
+    names the service exports); the server and Prometheus are stopped on the way out."""
+    migrate(env)
+    with (
+        running_server(env, tmp_path / "server.log") as server,
+        running_prometheus(
+            binary, tmp_path / "prometheus", {JOB: [server.base_url.removeprefix("http://")]}
+        ) as prometheus,
+    ):
+        prometheus.wait_for_scrapes(JOB, 1)
+        run_workload(server.base_url)
+        prometheus.wait_for_scrapes(JOB, 3)
+        exported = exported_names(httpx.get(f"{server.base_url}/metrics").text)
+        errors, empty = evaluate_every_query(prometheus, exported)
+    return errors, empty, exported
+
+
+async def test_every_query_evaluates_on_real_prometheus_with_exported_names(
+    tmp_path: Path,
+) -> None:
+    """The service on PostgreSQL + Redis under a workload, scraped every second: every
+    query succeeds, every name is exported (or comes from an exporter, Prometheus, or the
+    pending list), and the panels the workload feeds return series."""
     binary = shutil.which("prometheus")
     if binary is None:
         unavailable("Prometheus (Debian package prometheus)", FileNotFoundError("prometheus"))
         return
-    # Computed gauges (active users, organizations) are cached; a scrape a second sees them.
+    await check_redis()
+    database = await create_postgres_database()
+    prefix = f"fmtest-dashboards:{secrets.token_hex(4)}:"
     env = server_env(
-        tmp_path, RATE_LIMIT_ENABLED="false", METRICS_CACHE_SECONDS="0", LOG_LEVEL="WARNING"
+        tmp_path,
+        DATABASE_URL=database.async_url,
+        REDIS_URL=REDIS_URL,
+        KV_KEY_PREFIX=prefix,
+        RATE_LIMIT_ENABLED="false",
+        # Computed gauges (active users, organizations) are cached; scrapes a second apart
+        # should see the workload's.
+        METRICS_CACHE_SECONDS="0",
+        LOG_LEVEL="WARNING",
     )
-    migrate(env)
-    with running_server(env, tmp_path / "server.log") as server:
-        address = server.base_url.removeprefix("http://")
-        with running_prometheus(binary, tmp_path / "prometheus", {JOB: [address]}) as prometheus:
-            prometheus.wait_for_scrapes(JOB, 1)
-            run_workload(server.base_url)
-            prometheus.wait_for_scrapes(JOB, 3)
-            exported = exported_names(httpx.get(f"{server.base_url}/metrics").text)
-            errors, empty = [], []
-            for name, dashboard in DASHBOARD_MODELS.items():
-                for where, expr in queries(dashboard):
-                    query = substitute(expr)
-                    if where.startswith("variable"):
-                        answer = prometheus.series(query)
-                    else:
-                        answer = prometheus.query(query)
-                    if answer.get("status") != "success":
-                        errors.append(f"{name} {where}: {answer.get('error')}\n  {query}")
-                    elif not (
-                        answer["data"]
-                        if isinstance(answer["data"], list)
-                        else answer["data"]["result"]
-                    ):
-                        empty.append((name, where.split("'")[1] if "'" in where else where))
-                    unknown = {
-                        metric
-                        for metric in metric_names(query)
-                        if metric not in exported
-                        and metric not in PROMETHEUS_SERIES
-                        and metric not in PENDING_SERVICE_SIGNALS
-                        and not is_exporter_metric(metric)
-                    }
-                    if unknown:
-                        errors.append(f"{name} {where}: not exported: {sorted(unknown)}")
+    try:
+        errors, empty, exported = await asyncio.to_thread(scrape_and_query, env, binary, tmp_path)
+    finally:
+        await drop_postgres_database(database.name)
+        await delete_redis_prefix(prefix)
     assert not errors, "\n".join(errors)
-    assert not PANELS_WITH_DATA & set(empty), sorted(PANELS_WITH_DATA & set(empty))
+    assert not PANELS_WITH_DATA & empty, sorted(PANELS_WITH_DATA & empty)
     landed = PENDING_SERVICE_SIGNALS & exported
     assert not landed, f"now exported by the service, remove from the pending list: {landed}"

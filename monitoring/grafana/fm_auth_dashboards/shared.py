@@ -73,7 +73,7 @@ def latency_kpi(q: float, name: str, kpi: float, alert: str) -> Panel:
         f"{name} of HTTP request latency across the chosen instances. "
         f"Green below the {kpi * 1000:.0f} ms target, red above it.",
         runbooks=(alert,),
-        thresholds=steps(GREEN, (kpi * 0.8, YELLOW), (kpi, RED)),
+        thresholds=steps(GREEN, (round(kpi * 0.8, 3), YELLOW), (kpi, RED)),
     )
 
 
