@@ -11,15 +11,10 @@ Grafana itself is not available here, so its variables are replaced as Grafana w
 from __future__ import annotations
 
 import asyncio
-import importlib
-import json
 import re
 import secrets
 import shutil
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -33,40 +28,25 @@ from tests.conftest import (
     drop_postgres_database,
     unavailable,
 )
+from tests.monitoring.dashboard_models import (
+    ALERT_NAMES,
+    DASHBOARD_MODELS,
+    DASHBOARDS,
+    DATASOURCE_UID,
+    GRAFANA,
+    JOB,
+    ROOT,
+    RUNBOOK,
+    SECURITY_EVENT_TYPES,
+    TITLES,
+    load_generator,
+    panels,
+    queries,
+)
 from tests.monitoring.promql import exported_names, metric_names, selectors, substitute
 from tests.monitoring.workload import run_workload
 from tests.support.prometheus_server import PrometheusServer, running_prometheus
 from tests.support.server import migrate, running_server, server_env
-
-ROOT = Path(__file__).resolve().parents[2]
-GRAFANA = ROOT / "monitoring" / "grafana"
-DASHBOARDS = GRAFANA / "dashboards"
-JOB = "auth-service"
-DATASOURCE_UID = "faultmaven-prometheus"
-
-TITLES = {
-    "overview": "FaultMaven Auth — Overview",
-    "performance": "FaultMaven Auth — Performance",
-    "business": "FaultMaven Auth — Business",
-    "infrastructure": "FaultMaven Auth — Infrastructure",
-    "security": "FaultMaven Auth — Security",
-}
-RUNBOOK = re.compile(
-    r"^https://github\.com/faultmaven/faultmaven-auth/blob/main/docs/runbooks/(\w+)\.md$"
-)
-ALERT_NAMES = {
-    "HighErrorRate", "HighLatency", "ServiceDown", "DatabaseConnectionFailure",
-    "HighAuthFailureRate", "RedisDown", "DiskSpaceLow", "HighMemoryUsage",
-    "BruteForceAttackDetected", "CredentialStuffingDetected", "AccountLockoutSpike",
-    "RefreshTokenReuseDetected", "PrivilegeEscalationBurst", "TokenValidationFailureSpike",
-    "AuthServiceDatabaseUnreachable", "AuthServiceRedisUnreachable",
-    "AuthAvailabilitySLOFastBurn", "AuthAvailabilitySLOSlowBurn",
-    "AuthLatencySLOFastBurn", "AuthLatencySLOSlowBurn",
-}  # fmt: skip
-SECURITY_EVENT_TYPES = (
-    "brute_force_detected", "account_locked", "credential_stuffing_detected", "rate_limited",
-    "privilege_escalation_attempt", "cross_tenant_access", "refresh_token_reuse",
-)  # fmt: skip
 
 # Series the service does not export, scraped from exporters under their own jobs
 # (postgres_exporter, redis_exporter, node_exporter, cAdvisor, kube-state-metrics).
@@ -74,8 +54,9 @@ EXPORTER_PREFIXES = ("pg_", "redis_", "node_", "container_", "kube_")
 # Series Prometheus writes itself: scrape health and the state of alerting rules.
 PROMETHEUS_SERIES = frozenset({"up", "ALERTS"})
 # PENDING SERVICE SIGNALS — added to the service on another branch (issue "Monitoring as
-# code"). The dashboards already use them; until they land, /metrics on this branch may
-# lack them. Remove each name from this set once the service exports it on main.
+# code"). The dashboards already use them; until they land, /metrics on this branch
+# lacks them. Once the service exports one, the live test fails and names it: remove it
+# from this set then (after that branch is merged, the set should be empty).
 PENDING_SERVICE_SIGNALS = frozenset(
     {
         "process_cpu_seconds_total",
@@ -116,44 +97,6 @@ PANELS_WITH_DATA = {
     ("security", "Failed logins by method"),
     ("security", "Refused requests by route"),
 }
-
-
-def load_generator() -> Any:
-    sys.path.insert(0, str(GRAFANA))
-    try:
-        return importlib.import_module("generate")
-    finally:
-        sys.path.remove(str(GRAFANA))
-
-
-def load_dashboards() -> dict[str, dict[str, Any]]:
-    return {path.stem: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
-
-
-def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
-    return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
-
-
-def queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(where, PromQL) of every panel target, variable and annotation of ``dashboard``."""
-    for panel in panels(dashboard):
-        for target in panel["targets"]:
-            yield f"panel {panel['title']!r} {target['refId']}", target["expr"]
-    for variable in dashboard["templating"]["list"]:
-        if variable["type"] == "query":
-            yield f"variable {variable['name']}", label_values_selector(variable)
-    for annotation in dashboard["annotations"]["list"]:
-        if "expr" in annotation:
-            yield f"annotation {annotation['name']!r}", annotation["expr"]
-
-
-def label_values_selector(variable: dict[str, Any]) -> str:
-    match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
-    assert match, variable["query"]
-    return match.group(1)
-
-
-DASHBOARD_MODELS = load_dashboards()
 
 
 # -- static checks --------------------------------------------------------------------
