@@ -81,7 +81,7 @@ def build_resource(groups: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render(rules_dir: Path = RULES_DIR) -> str:
     """The PrometheusRule document, exactly as it is committed."""
-    body = yaml.dump(
+    body: str = yaml.dump(
         build_resource(load_groups(rules_dir)),
         Dumper=_BlockStyleDumper,
         sort_keys=False,
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
+    print(f"wrote {args.output}")
     return 0
 
 

@@ -54,6 +54,9 @@ from tests.monitoring.deploy_files import (
 IN_CI = os.environ.get("CI", "").lower() == "true"
 KUBERNETES_VERSION = "1.29"  # oldest schema set of kubernetes-validate>=1.29
 JOB = "auth-service"  # DESIGN §5: the scrape job's name everywhere
+# What a container must bind to be reachable; the scratch directory a read-only root needs.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - asserted, not bound
+TMP = "/tmp"  # noqa: S108 - a mount path, not a file this test writes
 
 # Names the contract with the Prometheus/Grafana configs fixes (service -> port).
 CONTRACT_PORTS = {
@@ -96,17 +99,19 @@ def test_dockerfile_builds_wheels_then_runs_slim_as_non_root() -> None:
     instructions = dockerfile_instructions()
     stages = [i.argument for i in instructions if i.keyword == "FROM"]
     assert len(stages) >= 2
-    assert stages[0].endswith("AS builder") and "slim" in stages[-1] + instructions[0].argument
+    assert stages[0].endswith("AS builder")
+    assert "slim" in stages[-1] + instructions[0].argument
     users = [i.argument for i in instructions if i.keyword == "USER"]
     assert users, "the image runs as root"
     uid = users[-1].split(":")[0]
-    assert uid.isdigit() and int(uid) != 0
+    assert uid.isdigit()
+    assert int(uid) != 0
 
 
 def test_dockerfile_serves_on_all_interfaces_and_exposes_the_port() -> None:
     """CMD is `serve --host 0.0.0.0`; EXPOSE is the service's default PORT."""
     instructions = {i.keyword: i for i in dockerfile_instructions()}
-    assert instructions["CMD"].exec_form() == ["faultmaven-auth", "serve", "--host", "0.0.0.0"]
+    assert instructions["CMD"].exec_form() == ["faultmaven-auth", "serve", "--host", ALL_INTERFACES]
     exposed = {int(p) for p in instructions["EXPOSE"].argument.split()}
     assert exposed == {Settings.model_fields["port"].default}
     assert "PORT=8000" in instructions["ENV"].argument
@@ -223,7 +228,8 @@ def test_prometheus_targets_are_compose_services_on_their_ports() -> None:
     for pattern in config.get("rule_files", []):
         container_dir = PurePosixPath("/etc/prometheus", pattern).parent
         host_dir = mounted_host_path("prometheus", str(container_dir))
-        assert host_dir is not None and host_dir.is_dir(), f"rule_files {pattern} not mounted"
+        assert host_dir is not None, f"rule_files {pattern}: directory not mounted"
+        assert host_dir.is_dir(), f"rule_files {pattern}: {host_dir} is not in the repository"
 
 
 def test_the_service_migrates_first_and_reaches_its_dependencies() -> None:
@@ -233,7 +239,7 @@ def test_the_service_migrates_first_and_reaches_its_dependencies() -> None:
     assert migrate["command"] == ["faultmaven-auth", "migrate"]
     assert service["depends_on"]["auth-migrate"]["condition"] == "service_completed_successfully"
     env = environment(service)
-    assert env["HOST"] == "0.0.0.0"
+    assert env["HOST"] == ALL_INTERFACES
     addresses = {
         "DATABASE_URL": r"@([\w-]+):(\d+)/",
         "REDIS_URL": r"//([\w-]+):(\d+)",
@@ -264,7 +270,8 @@ def test_several_workers_write_metrics_to_a_tmpfs() -> None:
     assert re.fullmatch(r"\$\{WORKERS:-(\d+)\}", env["WORKERS"])
     tmpfs = {entry.split(":")[0] for entry in service["tmpfs"]}
     assert env["PROMETHEUS_MULTIPROC_DIR"] in tmpfs
-    assert "/tmp" in tmpfs and service["read_only"] is True
+    assert TMP in tmpfs
+    assert service["read_only"] is True
 
 
 def test_no_secret_is_written_in_the_compose_file() -> None:
@@ -331,7 +338,8 @@ def test_promtail_parses_the_lines_the_service_writes() -> None:
     loki = compose_services()["loki"]
     for client in _promtail()["clients"]:
         match = re.fullmatch(r"http://([\w-]+):(\d+)/loki/api/v1/push", client["url"])
-        assert match and match.group(1) == "loki"
+        assert match
+        assert match.group(1) == "loki"
         assert int(match.group(2)) in container_ports(loki)
 
 
@@ -411,7 +419,7 @@ def test_deployment_probes_and_ports_line_up_with_the_service() -> None:
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] == "http"
     config = kubernetes_object("ConfigMap")["data"]
-    assert config["HOST"] == "0.0.0.0"
+    assert config["HOST"] == ALL_INTERFACES
     assert ports["http"] == int(config["PORT"])
     assert ports["metrics"] == int(config["METRICS_PORT"])
     assert labels_match(deployment["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"])
@@ -423,7 +431,8 @@ def test_deployment_probes_and_ports_line_up_with_the_service() -> None:
         assert labels_match(selector, pod["metadata"]["labels"])
     target = kubernetes_object("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
-    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
 
 
 def test_deployment_runs_non_root_read_only_with_writable_scratch() -> None:
@@ -438,7 +447,7 @@ def test_deployment_runs_non_root_read_only_with_writable_scratch() -> None:
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        assert mounts.get("/tmp") in empty_dirs
+        assert mounts.get(TMP) in empty_dirs
     (main,) = pod["containers"]
     assert {m["mountPath"]: m["name"] for m in main["volumeMounts"]}[multiproc] in empty_dirs
 
@@ -480,7 +489,8 @@ def _generator() -> Any:
     spec = importlib.util.spec_from_file_location(
         "generate_prometheusrule", ROOT / "scripts" / "generate_prometheusrule.py"
     )
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -489,21 +499,22 @@ def _generator() -> Any:
 def test_prometheusrule_is_generated_from_the_rule_files() -> None:
     """One source of truth: the committed resource is exactly the generator's output."""
     committed = (KUBERNETES / "prometheusrule.yaml").read_text(encoding="utf-8")
-    assert committed == _generator().render(), (
-        "run: python scripts/generate_prometheusrule.py"
-    )
+    assert committed == _generator().render(), "run: python scripts/generate_prometheusrule.py"
 
 
 def test_prometheusrule_is_well_formed_and_promtool_accepts_its_groups(tmp_path: Path) -> None:
     """Structure of the CRD, and its groups are valid Prometheus rules (promtool)."""
     rule = kubernetes_object("PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
-    assert rule["metadata"]["name"] and rule["metadata"]["namespace"]
+    assert rule["metadata"]["name"]
+    assert rule["metadata"]["namespace"]
     groups = rule["spec"]["groups"]
-    assert groups and len({g["name"] for g in groups}) == len(groups)
+    assert groups
+    assert len({g["name"] for g in groups}) == len(groups)
     for group in groups:
         for item in group["rules"]:
-            assert ("alert" in item) != ("record" in item) and isinstance(item["expr"], str)
+            assert ("alert" in item) != ("record" in item)
+            assert isinstance(item["expr"], str)
     promtool = shutil.which("promtool")
     if promtool is None:
         if IN_CI:
