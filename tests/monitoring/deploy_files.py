@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from faultmaven_auth.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
 COMPOSE_FILE = MONITORING / "docker-compose.yml"
@@ -23,6 +25,25 @@ PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
 
 # Resource kinds served by the Prometheus Operator's CRDs: not in Kubernetes' schemas.
 CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
+
+JOB = "auth-service"  # DESIGN §5: the scrape job's name everywhere
+# What a container must bind to be reachable; the scratch directory a read-only root needs.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - asserted, not bound
+TMP = "/tmp"  # noqa: S108 - a mount path, not a file the tests write
+
+# Environment variables read by the service without being fields of Settings.
+NON_SETTINGS_VARIABLES = frozenset({"PROMETHEUS_MULTIPROC_DIR"})
+SETTINGS_VARIABLES = frozenset(name.upper() for name in Settings.model_fields)
+SECRET_SETTINGS = frozenset(
+    name.upper()
+    for name, field in Settings.model_fields.items()
+    if "SecretStr" in str(field.annotation)
+)
+
+
+def known_variable(name: str) -> bool:
+    """A variable the service reads: a setting of config.py, or prometheus_client's."""
+    return name in SETTINGS_VARIABLES or name in NON_SETTINGS_VARIABLES
 
 
 @dataclass(frozen=True)
