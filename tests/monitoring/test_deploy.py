@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -76,10 +77,15 @@ PER_REQUEST_FIELDS = {
 def test_dockerfile_builds_wheels_then_runs_slim_as_non_root() -> None:
     """Multi-stage; the last USER is a numeric non-root uid (runAsNonRoot can verify it)."""
     instructions = dockerfile_instructions()
-    stages = [i.argument for i in instructions if i.keyword == "FROM"]
+    defaults = dict(
+        i.argument.split("=", 1) for i in instructions if i.keyword == "ARG" and "=" in i.argument
+    )
+    stages = [i.argument.split() for i in instructions if i.keyword == "FROM"]
     assert len(stages) >= 2
-    assert stages[0].endswith("AS builder")
-    assert "slim" in stages[-1] + instructions[0].argument
+    assert stages[0][-2:] == ["AS", "builder"]
+    runtime_base = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], stages[-1][0])
+    assert runtime_base.startswith("python:")
+    assert "-slim" in runtime_base
     users = [i.argument for i in instructions if i.keyword == "USER"]
     assert users, "the image runs as root"
     uid = users[-1].split(":")[0]
@@ -138,20 +144,25 @@ def test_healthcheck_command_passes_on_200_and_fails_otherwise(
     (healthcheck,) = [i for i in dockerfile_instructions() if i.keyword == "HEALTHCHECK"]
     command = healthcheck.exec_form()
     assert "/health" in command[-1]
-    port = str(health_server.server_address[1])
+    serving = health_server.server_address[1]
 
-    def run(status: int) -> int:
+    def run(status: int, port: int = serving) -> int:
         _Health.status = status
-        env = {**os.environ, "PORT": port}
+        env = {**os.environ, "PORT": str(port)}
         return subprocess.run([sys.executable, *command[1:]], env=env, check=False).returncode
 
     assert run(200) == 0
     assert run(503) != 0
+    with socket.socket() as unused:  # a port nothing listens on: refused, unhealthy
+        unused.bind(("127.0.0.1", 0))
+        closed = unused.getsockname()[1]
+    assert run(200, closed) != 0
 
 
 def test_entrypoint_clears_only_stale_multiprocess_files(tmp_path: Path) -> None:
     """Metric files of an earlier start are removed; nothing else is; the command runs."""
-    shutil.which("sh") or pytest.skip("no sh")
+    if shutil.which("sh") is None:
+        pytest.skip("no POSIX shell")
     metrics = tmp_path / "metrics"
     metrics.mkdir()
     (metrics / "counter_7.db").write_bytes(b"old")
