@@ -99,7 +99,11 @@ def test_dockerfile_serves_on_all_interfaces_and_exposes_the_port() -> None:
     assert instructions["CMD"].exec_form() == ["faultmaven-auth", "serve", "--host", ALL_INTERFACES]
     exposed = {int(p) for p in instructions["EXPOSE"].argument.split()}
     assert exposed == {Settings.model_fields["port"].default}
-    assert "PORT=8000" in instructions["ENV"].argument
+    runtime_env = dict(pair.split("=", 1) for pair in instructions["ENV"].argument.split())
+    assert runtime_env["HOST"] == ALL_INTERFACES
+    assert int(runtime_env["PORT"]) in exposed
+    service_env = [k for k in runtime_env if not k.startswith(("PIP_", "PYTHON"))]
+    assert all(known_variable(name) for name in service_env), service_env
 
 
 def test_dockerfile_copies_only_what_the_dockerignore_lets_through() -> None:
