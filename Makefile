@@ -40,8 +40,8 @@ run: install
 	$(BIN)/faultmaven-auth serve --host $(HOST) --port $(PORT)
 
 lint: install-dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks monitoring scripts
+	$(BIN)/ruff format --check src tests benchmarks monitoring scripts
 	$(BIN)/mypy
 
 # Debian packages the suite uses for real (promtool); installs only what is missing.

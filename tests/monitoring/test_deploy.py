@@ -217,6 +217,8 @@ def test_prometheus_targets_are_compose_services_on_their_ports() -> None:
     for job, hosts in targets.items():
         for target in hosts:
             host, _, port = target.rpartition(":")
+            # localhost is the Prometheus container itself (its self-scrape).
+            host = "prometheus" if host == "localhost" else host
             assert host in services, f"job {job}: {host} is not a compose service"
             assert int(port) in container_ports(services[host]), f"job {job}: {target}"
     for pattern in config.get("rule_files", []):

@@ -23,9 +23,6 @@ from tests.monitoring.stack import load_yaml, rule_files
 
 # Series from other jobs (exporters, Prometheus itself), not the service.
 OTHER_JOBS = re.compile(r"^(up|pg_|redis_|node_)")
-# Added to the service by the dependency-gauge change (DESIGN: dependency_up{dependency});
-# the rules are written against it ahead of that merge.
-PENDING = {"dependency_up"}
 PROMQL_WORDS = {
     "sum", "by", "on", "and", "or", "unless", "rate", "increase", "histogram_quantile",
     "without", "ignoring", "group_left", "group_right", "offset", "bool", "le", "job",
@@ -62,7 +59,7 @@ async def test_rules_read_metrics_the_service_exports(metrics_text: str) -> None
     exported = {family.name for family in text_string_to_metric_families(metrics_text)}
     # The parser names counter families without their _total suffix.
     exported |= {f"{name}_total" for name in exported}
-    missing = metric_names_in_rules() - exported - PENDING
+    missing = metric_names_in_rules() - exported
     assert not missing, f"rules query metrics the service does not export: {missing}"
 
 
