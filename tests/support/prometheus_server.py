@@ -1,4 +1,4 @@
-"""A real Prometheus for tests: the Debian `prometheus` binary on 127.0.0.1, in a temp dir.
+"""A real Prometheus for tests, configured to scrape given targets, with query helpers.
 
 It scrapes the given targets every second, keeps its data under the test's directory,
 and is always stopped when the block exits.
@@ -7,7 +7,6 @@ and is always stopped when the block exits.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.server import free_port
+from tests.monitoring.stack import running_prometheus as start_prometheus
 
 
 @dataclass
@@ -55,9 +54,7 @@ class PrometheusServer:
 
 
 @contextmanager
-def running_prometheus(
-    binary: str, directory: Path, jobs: dict[str, list[str]], *, timeout: float = 30
-) -> Iterator[PrometheusServer]:
+def running_prometheus(directory: Path, jobs: dict[str, list[str]]) -> Iterator[PrometheusServer]:
     """Prometheus scraping ``jobs`` (job name -> ``host:port`` targets) every second."""
     directory.mkdir(parents=True, exist_ok=True)
     config = {
@@ -69,39 +66,6 @@ def running_prometheus(
     }
     config_path = directory / "prometheus.yml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
-    port = free_port()
-    log_path = directory / "prometheus.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = PrometheusServer(f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"Prometheus exited early: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{server.url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Prometheus was not ready within {timeout} s")
-            time.sleep(0.1)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    # The process itself is started, awaited and stopped as in the alert pipeline tests.
+    with start_prometheus(config_path, directory) as url:
+        yield PrometheusServer(url, directory / "prometheus.log")
