@@ -20,6 +20,8 @@ installed by ``install_error_handlers`` turn them (and framework errors) into
     ├── TooManyRequests           429     RATE_LIMITED (with Retry-After)
     │   └── AccountLocked         429     ACCOUNT_LOCKED (with Retry-After)
     └── ServiceUnavailable        503     SERVICE_UNAVAILABLE
+        └── Overloaded            503     OVERLOADED / LOGIN_CAPACITY_EXCEEDED
+                                          (with Retry-After)
 
 Third-party exceptions are translated here, at the boundary:
 
@@ -190,6 +192,26 @@ class ServiceUnavailable(AppError):
     status_code = 503
     code = "SERVICE_UNAVAILABLE"
     message = "Service unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    """Refused early because the work would wait too long; retry after ``retry_after``.
+
+    Raised before any state changes, so a retry is always safe. Subclasses name what
+    was full (the worker's request slots, the password-hashing queue).
+    """
+
+    code = "OVERLOADED"
+    message = "The service is at capacity; try again shortly"
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(message, headers={"Retry-After": str(self.retry_after)})
+
+
+class LoginCapacityExceeded(Overloaded):
+    code = "LOGIN_CAPACITY_EXCEEDED"
+    message = "Too many logins are being checked right now; try again shortly"
 
 
 def error_body(
