@@ -1,0 +1,121 @@
+"""What one harness run measured, as plain data: the runner fills it, the target
+evaluation and the report read it (and the tests build it by hand)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from benchmarks.common.wrk import WrkResult
+
+# Closed-loop connections for the single-endpoint workloads: saturates two cores, and is
+# the "16 connections" of the refresh latency target.
+SINGLE_CONNECTIONS = 16
+MIXED_CONNECTIONS = (8, 32, 128, 512)
+SINGLE_WORKLOADS = ("login", "refresh", "me", "introspect")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    key: str
+    label: str
+    backend: str  # "embedded" | "postgres"
+    workers: int
+
+
+CONFIGS = (
+    ServiceConfig("embedded", "embedded (SQLite + in-process store), 1 worker", "embedded", 1),
+    ServiceConfig("pg1", "PostgreSQL + Redis, 1 worker", "postgres", 1),
+    ServiceConfig("pg2", "PostgreSQL + Redis, 2 workers", "postgres", 2),
+)
+CONFIG_BY_KEY = {c.key: c for c in CONFIGS}
+
+
+def mixed(connections: int) -> str:
+    return f"mixed@{connections}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One workload in one round: what wrk saw and the server CPU it cost."""
+
+    result: WrkResult
+    cpu_ms: float | None  # server CPU (all processes and threads) per counted response
+
+
+@dataclass(frozen=True)
+class HealthProbe:
+    """GET /health latency with the server idle and during the login storm."""
+
+    idle_p50_ms: float
+    idle_p99_ms: float
+    storm_p50_ms: float
+    storm_p99_ms: float
+
+
+@dataclass(frozen=True)
+class Argon2Params:
+    time_cost: int
+    memory_cost_kib: int
+    parallelism: int
+
+    def __str__(self) -> str:
+        return (
+            f"argon2id t={self.time_cost}, m={self.memory_cost_kib} KiB "
+            f"({self.memory_cost_kib / 1024:.0f} MiB), p={self.parallelism}"
+        )
+
+
+@dataclass(frozen=True)
+class Argon2Rate:
+    params: Argon2Params
+    threads: int
+    verify_per_s: float
+
+    @property
+    def per_thread(self) -> float:
+        return self.verify_per_s / self.threads
+
+
+@dataclass
+class Measurements:
+    cores: int
+    argon2_params: Argon2Params
+    settings: dict[str, str] = field(default_factory=dict)  # what the sizing guide quotes
+    samples: dict[str, dict[str, list[Sample]]] = field(default_factory=dict)
+    hello_rps: dict[int, list[float]] = field(default_factory=dict)  # workers -> per round
+    argon2_rates: list[float] = field(default_factory=list)  # configured params, per round
+    argon2_sets: list[Argon2Rate] = field(default_factory=list)
+    health: dict[str, list[HealthProbe]] = field(default_factory=dict)
+    rss_mib: dict[str, float] = field(default_factory=dict)  # largest worker RSS seen
+    db_connections: dict[str, int] = field(default_factory=dict)  # peak per worker
+    redis_connections: dict[str, int] = field(default_factory=dict)  # peak per worker
+
+    def add(self, config: str, workload: str, sample: Sample) -> None:
+        self.samples.setdefault(config, {}).setdefault(workload, []).append(sample)
+
+    def runs(self, config: str, workload: str) -> list[Sample]:
+        return self.samples.get(config, {}).get(workload, [])
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float | None:
+    """Median of per-round ratios: rounds are interleaved, so drift cancels within one."""
+    pairs = [n / d for n, d in zip(numerators, denominators, strict=False) if d]
+    return statistics.median(pairs) if pairs else None
+
+
+def ok_rps(m: Measurements, config: str, workload: str) -> list[float]:
+    return [s.result.ok_rps for s in m.runs(config, workload)]
+
+
+def cpu_ms(m: Measurements, config: str, workload: str) -> float | None:
+    return median([s.cpu_ms for s in m.runs(config, workload) if s.cpu_ms is not None])
+
+
+def latency(m: Measurements, config: str, workload: str, which: str) -> float | None:
+    return median([float(getattr(s.result, which)) for s in m.runs(config, workload)])
