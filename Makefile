@@ -57,11 +57,16 @@ test: lint system-deps
 monitor: system-deps
 	SERVICE_ADDRESS=$(HOST):$(PORT) ./scripts/monitor.sh
 
-## make bench: benchmarks with a written report in benchmarks/results/
+## make bench: the load harness (writes benchmarks/results/load.md and the numbers of
+## docs/sizing.md), the telemetry overhead benchmark and, when present, the data-scale one;
+## about 15 minutes on 2 cores. `make bench BENCH_ARGS=--quick` (about 3) passes --quick to all.
+BENCH_PY := PYTHONPATH=src $(BIN)/python
 bench: install-dev
 	./scripts/install-system-deps.sh bench
 	$(BIN)/pip install --quiet 'py-spy>=0.3'
-	$(BIN)/python benchmarks/telemetry_overhead/run.py $(BENCH_ARGS)
+	$(BENCH_PY) -m benchmarks.load.run $(BENCH_ARGS)
+	$(BENCH_PY) -m benchmarks.telemetry_overhead.run $(BENCH_ARGS)
+	if [ -f benchmarks/data_scale/run.py ]; then $(BENCH_PY) -m benchmarks.data_scale.run $(BENCH_ARGS); fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis var

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite runs for real: prometheus and promtool (package
 # prometheus), alertmanager and amtool (package prometheus-alertmanager); with the
-# argument "bench", also the load generator wrk for `make bench`.
+# argument "bench", also the load generator wrk for `make bench` (benchmarks/load drives it
+# with Lua scripts; Debian's wrk 4.x embeds LuaJIT).
 # Installs only what is missing. Services shipped by these packages are not started:
 # tests start their own instances on 127.0.0.1.
 set -euo pipefail

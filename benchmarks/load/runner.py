@@ -56,6 +56,7 @@ ACCESS_TOKENS = 8
 # Limits far above any rate here: the checks still run (their cost is measured), they
 # just never refuse the load generator's single address.
 UNLIMITED = "1000000/second"
+MIN_OVERLOAD_SECONDS = 10
 
 
 @dataclass
@@ -279,7 +280,11 @@ class ConfigRound:
             sessions = issue_sessions(server.base, self.backend.users, ACCESS_TOKENS)
             self.access_file.write_text("\n".join(a for a, _ in sessions) + "\n")
             self.backend.refresh_pool += [r for _, r in sessions]
-            self._wrk(server, "me", SINGLE_CONNECTIONS, seconds=1)  # warm-up
+            # Warm-up: every worker's first requests (connections, the hashing threads).
+            self._wrk(server, "me", SINGLE_CONNECTIONS, seconds=1)
+            warm = self.work / "warm-up-out.txt"
+            self._wrk(server, "login", SINGLE_CONNECTIONS, seconds=1, out=warm)
+            self.backend.refresh_pool += warm.read_text().split()
             self._login_storm(server)
             self._record("refresh", self._with_tokens(server, "refresh", SINGLE_CONNECTIONS, 48))
             self._record(
@@ -353,7 +358,12 @@ class ConfigRound:
         )
 
     def _with_tokens(
-        self, server: ServiceProcess, workload: str, connections: int, wanted: int
+        self,
+        server: ServiceProcess,
+        workload: str,
+        connections: int,
+        wanted: int,
+        seconds: int | None = None,
     ) -> Sample:
         pool = self.backend.refresh_pool
         if len(pool) < wanted:
@@ -367,22 +377,28 @@ class ConfigRound:
         )
         given.write_text("\n".join(tokens) + "\n")
         sample = measured(
-            server, lambda: self._wrk(server, workload, connections, out=out, refresh=given)
+            server,
+            lambda: self._wrk(
+                server, workload, connections, seconds=seconds, out=out, refresh=given
+            ),
         )
         pool += out.read_text().split() if out.exists() else []
         return sample
 
     def _mixed(self, server: ServiceProcess, connections: int) -> None:
         wanted = max(48, connections // 4)
+        # A closed loop of many connections queues for seconds before the first answers:
+        # a short run would count only the few requests that got through.
+        seconds = max(self.options.seconds, MIN_OVERLOAD_SECONDS) if connections >= 128 else None
         if self.config.backend == "postgres" and connections == max(self.options.mixed_connections):
             port = urlsplit(self.options.redis_url).port or 6379
             with ConnectionSampler(server, port).running() as sampler:
-                sample = self._with_tokens(server, "mixed", connections, wanted)
+                sample = self._with_tokens(server, "mixed", connections, wanted, seconds)
             key = self.config.key
             self.m.db_connections[key] = max(self.m.db_connections.get(key, 0), sampler.db_peak)
             self.m.redis_connections[key] = max(
                 self.m.redis_connections.get(key, 0), sampler.redis_peak
             )
         else:
-            sample = self._with_tokens(server, "mixed", connections, wanted)
+            sample = self._with_tokens(server, "mixed", connections, wanted, seconds)
         self._record(mixed(connections), sample)

@@ -7,32 +7,37 @@ reported as medians over rounds and as ratios to "telemetry off", then written t
 benchmarks/results/telemetry_overhead.md together with a py-spy profile of the
 "metrics + logs" configuration.
 
-    .venv/bin/python benchmarks/telemetry_overhead/run.py [--rounds 3] [--seconds 8]
+    PYTHONPATH=src .venv/bin/python -m benchmarks.telemetry_overhead.run [--quick] [--rounds 3] [--seconds 8]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import http.server
-import os
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.common.service import (
+    ROOT,
+    ServiceProcess,
+    checkout_env,
+    create_postgres_database,
+    delete_redis_prefix,
+    drop_postgres_database,
+    migrate,
+)
+from benchmarks.common.wrk import run_plain
+
 RESULTS = ROOT / "benchmarks" / "results" / "telemetry_overhead.md"
 PASSWORD = "Bench-Passphrase-2026"
 
@@ -44,12 +49,6 @@ class Config:
     rps: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Sink(http.server.BaseHTTPRequestHandler):
@@ -75,50 +74,17 @@ def start_sink() -> tuple[http.server.ThreadingHTTPServer, int]:
     return server, server.server_address[1]
 
 
-def to_ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    assert match, text
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
 def run_wrk(url: str, token: str, seconds: int, connections: int) -> tuple[float, float, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "-H", f"Authorization: Bearer {token}", url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise RuntimeError(f"{non2xx.group(1)} failed requests:\n{out}")
-    return rps, p50, p99
+    result = run_plain(url, seconds=seconds, connections=connections,
+                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    if result.non_2xx:
+        raise RuntimeError(f"{result.non_2xx} failed requests")
+    return result.rps, result.p50_ms, result.p99_ms
 
 
-class Server:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "faultmaven_auth", "serve", "--port", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=15)
-        self.log.close()
+def start_server(env: dict[str, str], log: Path) -> ServiceProcess:
+    """One worker, whatever the default worker count: the overhead is per process."""
+    return ServiceProcess.auth(env, log, workers=1)
 
 
 def login_token(base: str, email: str) -> str:
@@ -176,35 +142,22 @@ def run_backend(
     backend: str, args: argparse.Namespace, sink_port: int, work: Path
 ) -> tuple[list[Config], list[str]]:
     """All configurations on one backend; returns their numbers and a profile."""
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JAEGER_"))}
-    base_env.pop("REDIS_URL", None)
-    base_env["ENVIRONMENT"] = "development"
+    overrides = {"ENVIRONMENT": "development"}
+    database = prefix = ""
     if backend == "postgres":
-        database = f"fm_bench_{uuid.uuid4().hex[:8]}"
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{database}"'))
-        base_env["DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
-        base_env["REDIS_URL"] = args.redis_url
-        base_env["KV_KEY_PREFIX"] = f"fmbench:{uuid.uuid4().hex[:6]}:"
+        database, url = create_postgres_database()
+        prefix = f"fmbench:{uuid.uuid4().hex[:6]}:"
+        overrides |= {"DATABASE_URL": url, "REDIS_URL": args.redis_url, "KV_KEY_PREFIX": prefix}
     else:
-        database = ""
-        base_env["DATABASE_URL"] = f"sqlite+aiosqlite:///{work / f'{backend}.db'}"
+        overrides["DATABASE_URL"] = f"sqlite+aiosqlite:///{work / f'{backend}.db'}"
+    base_env = checkout_env(overrides)
     try:
-        subprocess.run([sys.executable, "-m", "faultmaven_auth", "migrate"], env=base_env,
-                       check=True, capture_output=True)  # fmt: skip
+        migrate(base_env)
         return _measure(backend, args, sink_port, work, base_env)
     finally:
         if database:
-            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-
-
-async def _pg_admin(statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+            drop_postgres_database(database)
+            delete_redis_prefix(args.redis_url, prefix)
 
 
 def _measure(
@@ -221,7 +174,7 @@ def _measure(
     ]  # fmt: skip
 
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-    server = Server({**base_env, **configs[0].env}, work / "setup.log")
+    server = start_server({**base_env, **configs[0].env}, work / "setup.log")
     try:
         httpx.post(
             f"{server.base}/api/v1/auth/register",
@@ -234,7 +187,7 @@ def _measure(
 
     for round_no in range(args.rounds):
         for config in configs:
-            server = Server({**base_env, **config.env}, work / f"server-{round_no}.log")
+            server = start_server({**base_env, **config.env}, work / f"server-{round_no}.log")
             try:
                 token = login_token(server.base, email)
                 url = f"{server.base}/api/v1/auth/me"
@@ -248,7 +201,7 @@ def _measure(
             print(f"{backend} round {round_no + 1} {config.name:36} {rps:8.1f} req/s "
                   f"p50 {p50:6.2f} ms p99 {p99:6.2f} ms", flush=True)  # fmt: skip
 
-    server = Server({**base_env, **configs[1].env}, work / "profile.log")
+    server = start_server({**base_env, **configs[1].env}, work / "profile.log")
     try:
         token = login_token(server.base, email)
         profile = profile_leaves(
@@ -286,12 +239,15 @@ def table(configs: list[Config]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="1 round of 3 s per configuration")
+    parser.add_argument("--rounds", type=int, default=None, help="default 3 (quick: 1)")
+    parser.add_argument("--seconds", type=int, default=None, help="default 8 (quick: 3)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--backends", default="embedded,postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.seconds = args.seconds or (3 if args.quick else 8)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian package wrk)")
 
@@ -325,7 +281,7 @@ generator. {args.rounds} rounds of {args.seconds} s per configuration, interleav
 round; medians shown. Throughput cost is relative to "telemetry off" on the same backend in
 the same run; absolute numbers drift on this shared machine, ratios are what to compare.
 
-Command: `make bench` (that is, `python benchmarks/telemetry_overhead/run.py --rounds {args.rounds} --seconds {args.seconds} --backends {args.backends}`).
+Command: `make bench` (that is, `python -m benchmarks.telemetry_overhead.run --rounds {args.rounds} --seconds {args.seconds} --backends {args.backends}`).
 
 Targets: metrics + logs ≤ 10 % throughput cost; with tracing at 10 % ≤ 20 %.
 
