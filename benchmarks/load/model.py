@@ -71,11 +71,12 @@ class Argon2Params:
 class Argon2Rate:
     params: Argon2Params
     threads: int
-    verify_per_s: float
+    verify_per_s: float  # wall clock, all threads: what these cores did meanwhile
+    cpu_ms: float  # CPU per verification: what one busy core does, whatever else runs
 
     @property
-    def per_thread(self) -> float:
-        return self.verify_per_s / self.threads
+    def per_core(self) -> float:
+        return 1000 / self.cpu_ms if self.cpu_ms else 0.0
 
 
 @dataclass
@@ -85,18 +86,27 @@ class Measurements:
     settings: dict[str, str] = field(default_factory=dict)  # what the sizing guide quotes
     samples: dict[str, dict[str, list[Sample]]] = field(default_factory=dict)
     hello_rps: dict[int, list[float]] = field(default_factory=dict)  # workers -> per round
-    argon2_rates: list[float] = field(default_factory=list)  # configured params, per round
+    # Configured parameters, measured just before each configuration's login storm.
+    argon2_rates: dict[str, list[Argon2Rate]] = field(default_factory=dict)
     argon2_sets: list[Argon2Rate] = field(default_factory=list)
     health: dict[str, list[HealthProbe]] = field(default_factory=dict)
     rss_mib: dict[str, float] = field(default_factory=dict)  # largest worker RSS seen
     db_connections: dict[str, int] = field(default_factory=dict)  # peak per worker
     redis_connections: dict[str, int] = field(default_factory=dict)  # peak per worker
+    profiles: dict[str, list[str]] = field(default_factory=dict)  # "config: workload" -> rows
 
     def add(self, config: str, workload: str, sample: Sample) -> None:
         self.samples.setdefault(config, {}).setdefault(workload, []).append(sample)
 
     def runs(self, config: str, workload: str) -> list[Sample]:
         return self.samples.get(config, {}).get(workload, [])
+
+    def argon2_per_s(self, config: str) -> list[float]:
+        return [rate.verify_per_s for rate in self.argon2_rates.get(config, [])]
+
+    def argon2_per_core(self) -> float | None:
+        """Verifications per busy core at the configured parameters, over the whole run."""
+        return median([r.per_core for rates in self.argon2_rates.values() for r in rates])
 
 
 def median(values: Sequence[float]) -> float | None:

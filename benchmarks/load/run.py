@@ -62,10 +62,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=5,
         help="DATABASE_POOL_SIZE of the PostgreSQL runs (overflow doubles it)",
     )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="py-spy profiles of refresh and GET /me on PostgreSQL + Redis (default: not quick)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; write no report")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (3 if args.quick else 5)
+    args.profile = not args.quick if args.profile is None else args.profile
     unknown = set(args.configs.split(",")) - set(CONFIG_BY_KEY)
     if unknown:
         parser.error(f"unknown configurations: {', '.join(sorted(unknown))}")
@@ -108,9 +115,11 @@ def main(argv: list[str] | None = None) -> None:
                 rps = hello_world_rps(workers, args.seconds, work / f"hello-{workers}.log")
                 m.hello_rps.setdefault(workers, []).append(rps)
                 print(f"{tag} hello-world {workers} worker(s): {rps:,.0f} req/s", flush=True)
-            rate = argon2_verify_rate(m.argon2_params, cores, args.seconds)
-            m.argon2_rates.append(rate.verify_per_s)
-            print(f"{tag} {m.argon2_params}: {rate.verify_per_s:,.1f} verify/s", flush=True)
+        profiled = next((c for c in configs if c.key == "pg1"), configs[0])
+        if args.profile:
+            ConfigRound(profiled, backends[profiled.backend], options, m, "profile").profile(
+                ("refresh", "me")
+            )
         for params in (m.argon2_params, *ARGON2_ALTERNATIVES):
             m.argon2_sets.append(argon2_verify_rate(params, cores, args.seconds))
     finally:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from benchmarks.common.profile import profile_while
 from benchmarks.common.service import (
     ServiceProcess,
     checkout_env,
@@ -49,6 +50,7 @@ from benchmarks.load.model import (
     ServiceConfig,
     mixed,
 )
+from benchmarks.load.references import argon2_verify_rate
 
 PASSWORD = "Bench-Passphrase-2026"
 LOGIN_USERS = 24
@@ -271,29 +273,58 @@ class ConfigRound:
         self.config, self.backend, self.options, self.m, self.tag = config, backend, options, m, tag
         self.work = Path(tempfile.mkdtemp(prefix=f"{config.key}-", dir=backend.work))
         self.access_file = self.work / "access.txt"
+        self.profiling = False
 
-    def run(self) -> None:
+    def _start(self) -> ServiceProcess:
         server = ServiceProcess.auth(
             self.backend.env, self.work / "server.log", workers=self.config.workers
         )
+        sessions = issue_sessions(server.base, self.backend.users, ACCESS_TOKENS)
+        self.access_file.write_text("\n".join(a for a, _ in sessions) + "\n")
+        self.backend.refresh_pool += [r for _, r in sessions]
+        # Warm-up: every worker's first requests (connections, the hashing threads).
+        self._wrk(server, "me", SINGLE_CONNECTIONS, seconds=1)
+        warm = self.work / "warm-up-out.txt"
+        self._wrk(server, "login", SINGLE_CONNECTIONS, seconds=1, out=warm)
+        self.backend.refresh_pool += warm.read_text().split()
+        return server
+
+    def profile(self, workloads: tuple[str, ...]) -> None:
+        """py-spy profiles of the event loop under single-endpoint workloads (no numbers)."""
+        self.profiling = True
+        server = self._start()
         try:
-            sessions = issue_sessions(server.base, self.backend.users, ACCESS_TOKENS)
-            self.access_file.write_text("\n".join(a for a, _ in sessions) + "\n")
-            self.backend.refresh_pool += [r for _, r in sessions]
-            # Warm-up: every worker's first requests (connections, the hashing threads).
-            self._wrk(server, "me", SINGLE_CONNECTIONS, seconds=1)
-            warm = self.work / "warm-up-out.txt"
-            self._wrk(server, "login", SINGLE_CONNECTIONS, seconds=1, out=warm)
-            self.backend.refresh_pool += warm.read_text().split()
+            for workload in workloads:
+                if workload == "refresh":
+                    self._with_tokens(server, "refresh", SINGLE_CONNECTIONS, 48)
+                else:
+                    self._sample(server, workload, self._single(server, workload))
+        finally:
+            server.stop()
+
+    def _single(self, server: ServiceProcess, workload: str) -> Callable[[], WrkResult]:
+        return lambda: self._wrk(server, workload, SINGLE_CONNECTIONS)
+
+    def _sample(
+        self, server: ServiceProcess, workload: str, run: Callable[[], WrkResult]
+    ) -> Sample:
+        if not self.profiling:
+            return measured(server, run)
+        results: list[WrkResult] = []
+        self.m.profiles[f"{self.config.label}: {workload}"] = profile_while(
+            server.process.pid, self.options.seconds, lambda: results.append(run())
+        )
+        return Sample(results[0], None)
+
+    def run(self) -> None:
+        server = self._start()
+        try:
             self._login_storm(server)
             self._record("refresh", self._with_tokens(server, "refresh", SINGLE_CONNECTIONS, 48))
-            self._record(
-                "me", measured(server, lambda: self._wrk(server, "me", SINGLE_CONNECTIONS))
-            )
-            self._record(
-                "introspect",
-                measured(server, lambda: self._wrk(server, "introspect", SINGLE_CONNECTIONS)),
-            )
+            for workload in ("me", "introspect"):
+                self._record(
+                    workload, self._sample(server, workload, self._single(server, workload))
+                )
             for connections in self.options.mixed_connections:
                 self._mixed(server, connections)
             self.m.rss_mib[self.config.key] = max(
@@ -341,6 +372,14 @@ class ConfigRound:
         )
 
     def _login_storm(self, server: ServiceProcess) -> None:
+        # The reference right before the storm, the server idle: drift hits both alike.
+        rate = argon2_verify_rate(self.m.argon2_params, self.m.cores, self.options.seconds)
+        self.m.argon2_rates.setdefault(self.config.key, []).append(rate)
+        print(
+            f"{self.tag} {self.config.key:8} argon2 reference {rate.verify_per_s:6.1f} verify/s "
+            f"({rate.cpu_ms:.1f} ms CPU each)",
+            flush=True,
+        )
         probe_seconds = min(self.options.seconds, 5)
         with HealthProber(server.port).running() as idle:
             time.sleep(probe_seconds)
@@ -376,8 +415,9 @@ class ConfigRound:
             self.work / f"{workload}-{connections}-out.txt",
         )
         given.write_text("\n".join(tokens) + "\n")
-        sample = measured(
+        sample = self._sample(
             server,
+            workload,
             lambda: self._wrk(
                 server, workload, connections, seconds=seconds, out=out, refresh=given
             ),
@@ -386,7 +426,7 @@ class ConfigRound:
         return sample
 
     def _mixed(self, server: ServiceProcess, connections: int) -> None:
-        wanted = max(48, connections // 4)
+        wanted = max(48, connections // 2)
         # A closed loop of many connections queues for seconds before the first answers:
         # a short run would count only the few requests that got through.
         seconds = max(self.options.seconds, MIN_OVERLOAD_SECONDS) if connections >= 128 else None

@@ -13,12 +13,10 @@ benchmarks/results/telemetry_overhead.md together with a py-spy profile of the
 from __future__ import annotations
 
 import argparse
-import collections
 import http.server
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import uuid
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.common.profile import profile_while
 from benchmarks.common.service import (
     ROOT,
     ServiceProcess,
@@ -97,45 +96,7 @@ def login_token(base: str, email: str) -> str:
 
 def profile_leaves(pid: int, seconds: int, url: str, token: str, connections: int) -> list[str]:
     """py-spy samples of the server while wrk loads it; top functions by own samples."""
-    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
-        return ["(py-spy not installed: pip install py-spy)"]
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        recorder = subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--format", "raw",
-             "--output", out.name, "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        run_wrk(url, token, seconds, connections)
-        recorder.wait(timeout=seconds + 30)
-        lines = Path(out.name).read_text().splitlines()
-    own: collections.Counter[str] = collections.Counter()
-    ours: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
-        frames = stack.split(";")
-        # The event loop's thread only: aiosqlite's worker thread mostly waits on its queue.
-        if not any("faultmaven_auth/cli.py" in frame for frame in frames):
-            continue
-        total += n
-        own[frames[-1]] += n
-        for frame in set(frames):
-            if "faultmaven_auth" in frame:
-                ours[frame] += n
-    if not total:
-        return ["(no samples)"]
-    rows = [f"| {100 * n / total:5.1f} % | `{frame[:110]}` |" for frame, n in own.most_common(15)]
-    rows.append("")
-    rows.append("Inclusive share of the project's own frames:")
-    rows.append("")
-    rows.append("| samples | frame |")
-    rows.append("|---:|---|")
-    rows += [f"| {100 * n / total:5.1f} % | `{frame[:110]}` |" for frame, n in ours.most_common(12)]
-    return rows
+    return profile_while(pid, seconds, lambda: run_wrk(url, token, seconds, connections))
 
 
 def run_backend(

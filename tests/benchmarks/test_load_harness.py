@@ -1,0 +1,322 @@
+"""The load harness's own logic, without a benchmark run: wrk output parsing, target
+evaluation, the report, the sizing guide's generated block, and the chained refresh
+script never sending a token twice (against a stub server, when wrk is installed)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common.wrk import (
+    WrkResult,
+    parse_plain_output,
+    parse_result_line,
+    run_script,
+    to_ms,
+)
+from benchmarks.load.model import (
+    Argon2Params,
+    Argon2Rate,
+    HealthProbe,
+    Measurements,
+    Sample,
+    mixed,
+)
+from benchmarks.load.references import ARGON2_ALTERNATIVES
+from benchmarks.load.report import (
+    SIZING_BEGIN,
+    SIZING_END,
+    RunInfo,
+    core_rates,
+    cores_for_peak,
+    render_report,
+    render_sizing_block,
+    replace_sizing_block,
+)
+from benchmarks.load.targets import evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WRK_TEXT = """Running 2s test @ http://127.0.0.1:8000/api/v1/auth/me
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    41.20ms    9.10ms  98.00ms   80.00%
+  Latency Distribution
+     50%  812.00us
+     75%   45.00ms
+     90%   52.00ms
+     99%    1.20s
+  620 requests in 2.00s, 200.00KB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:    310.00
+Transfer/sec:    100.00KB
+"""
+
+RESULT_LINE = (
+    'BENCH_RESULT {"counted":1000,"requests":1004,"duration_us":4000000,"p50_us":20500,'
+    '"p99_us":180000,"p99_admitted_us":250000,"max_us":900000,'
+    '"status":{"200":900,"503":95,"500":5},"codes":{"503 OVERLOADED":95},'
+    '"extra":{"refresh_starved":4},"errors":{"connect":0,"read":0,"write":0,"timeout":0}}'
+)
+
+
+def test_wrk_latency_units_are_converted_to_milliseconds() -> None:
+    """wrk prints us, ms, s and m; all come back in milliseconds."""
+    assert to_ms("812.00us") == pytest.approx(0.812)
+    assert to_ms("1.20ms") == pytest.approx(1.2)
+    assert to_ms("2.01s") == pytest.approx(2010)
+    assert to_ms("1.00m") == pytest.approx(60_000)
+    with pytest.raises(ValueError, match="not a wrk latency"):
+        to_ms("fast")
+
+
+def test_plain_wrk_output_gives_throughput_percentiles_and_failures() -> None:
+    """The text summary of `wrk --latency` yields req/s, p50, p99 and the non-2xx count."""
+    result = parse_plain_output(WRK_TEXT)
+    assert (result.rps, result.p50_ms, result.p99_ms, result.non_2xx) == (310.0, 0.812, 1200, 3)
+    with pytest.raises(ValueError, match="not wrk --latency output"):
+        parse_plain_output("wrk: connection refused")
+
+
+def test_script_result_line_counts_responses_by_status_and_code() -> None:
+    """The Lua done() line: statuses, refusal codes, 500s apart from 503s, admitted p99."""
+    result = parse_result_line(f"Running 4s test\n{RESULT_LINE}\nRequests/sec: 251.00\n")
+    assert result.rps == pytest.approx(250)
+    assert result.ok == 900
+    assert result.ok_rps == pytest.approx(225)
+    assert result.refused == 95
+    assert result.server_errors == 5
+    assert result.codes == {"503 OVERLOADED": 95}
+    assert result.extra == {"refresh_starved": 4}
+    assert (result.p50_ms, result.p99_ms, result.p99_admitted_ms) == (20.5, 180, 250)
+    with pytest.raises(ValueError, match="no BENCH_RESULT line"):
+        parse_result_line("Running 4s test\n")
+
+
+def _result(
+    ok: int, seconds: float = 1.0, p50: float = 10, p99: float = 20, **status: int
+) -> WrkResult:
+    codes = {"200": ok, **{k.removeprefix("s"): v for k, v in status.items()}}
+    return WrkResult(
+        counted=sum(codes.values()),
+        seconds=seconds,
+        p50_ms=p50,
+        p99_ms=p99,
+        p99_admitted_ms=p99,
+        max_ms=p99,
+        status=codes,
+    )
+
+
+def _measurements(*, refresh_cpu: float = 1.2, pg2_me: float = 900) -> Measurements:
+    """Two configurations, two rounds: built so that each target's verdict is known."""
+    m = Measurements(cores=2, argon2_params=Argon2Params(2, 19456, 1))
+    m.settings = {"DATABASE_POOL_SIZE": "5", "redis max_connections": "100 (redis-py default)"}
+    configured = Argon2Params(2, 19456, 1)
+    m.argon2_rates = {
+        "pg1": [Argon2Rate(configured, 2, 100.0, 20.0)] * 2,
+        "pg2": [Argon2Rate(configured, 2, 100.0, 20.0)] * 2,
+    }
+    m.hello_rps = {1: [2000.0, 2000.0], 2: [3800.0, 3800.0]}
+    m.argon2_sets = [Argon2Rate(configured, 2, 100.0, 20.0)] + [
+        Argon2Rate(params, 2, 20.0, 100.0) for params in ARGON2_ALTERNATIVES
+    ]
+    for _ in range(2):
+        m.add("pg1", "login", Sample(_result(95, p50=100, p99=250), 20.0))
+        m.add("pg1", "refresh", Sample(_result(400, p99=60), refresh_cpu))
+        m.add("pg1", "me", Sample(_result(600), 1.5))
+        m.add("pg1", "introspect", Sample(_result(400), 2.0))
+        m.add("pg1", mixed(512), Sample(_result(300, p99=800, s503=40, s500=1), 3.0))
+        m.add("pg2", "login", Sample(_result(95), 20.0))
+        m.add("pg2", "refresh", Sample(_result(700), 1.3))
+        m.add("pg2", "me", Sample(_result(int(pg2_me)), 1.6))
+        m.add("pg2", "introspect", Sample(_result(700), 2.0))
+    m.health = {"pg1": [HealthProbe(1.0, 2.0, 1.5, 5.0)] * 2}
+    m.rss_mib = {"pg1": 120.0, "pg2": 118.0}
+    m.db_connections = {"pg1": 10, "pg2": 9}
+    m.redis_connections = {"pg1": 7, "pg2": 6}
+    return m
+
+
+def _verdicts(m: Measurements) -> dict[tuple[str, str], bool | None]:
+    return {(t.name, t.config): t.met for t in evaluate(m)}
+
+
+def test_targets_are_judged_from_medians_and_ratios() -> None:
+    """Each target is met or not from the numbers; what was not run is not measured."""
+    verdicts = _verdicts(_measurements())
+    assert verdicts[("login ≥ 90 % of the argon2id verify rate (same cores)", "pg1")] is True
+    assert verdicts[("login p99 ≤ 3 x p50 at saturation", "pg1")] is True
+    assert verdicts[("/health p99 during a login storm ≤ 2 x idle", "pg1")] is False
+    assert verdicts[("/health p99 during a login storm ≤ 2 x idle", "pg2")] is None
+    assert verdicts[("refresh ≤ 1.5 ms server CPU", "pg1")] is True
+    assert verdicts[("refresh p99 < 100 ms at 16 connections", "pg1")] is True
+    assert verdicts[("GET /me ≥ 25 % of hello-world (same workers)", "pg1")] is True
+    assert verdicts[("GET /me ≥ 25 % of hello-world (same workers)", "pg2")] is False
+    assert verdicts[("mixed at 512 connections: no 500", "pg1")] is False
+    assert verdicts[("mixed at 512 connections: p99 of admitted < 1 s", "pg1")] is True
+    assert verdicts[("mixed at 512 connections: no 500", "pg2")] is None
+    assert verdicts[("2 workers ≥ 1.7 x 1 worker on GET /me", "")] is False
+    assert verdicts[("2 workers ≥ 1.7 x 1 worker on refresh", "")] is True
+
+
+def test_targets_follow_the_measurements() -> None:
+    """The same targets flip when the numbers cross their thresholds."""
+    verdicts = _verdicts(_measurements(refresh_cpu=1.6, pg2_me=1100))
+    assert verdicts[("refresh ≤ 1.5 ms server CPU", "pg1")] is False
+    assert verdicts[("GET /me ≥ 25 % of hello-world (same workers)", "pg2")] is True
+    assert verdicts[("2 workers ≥ 1.7 x 1 worker on GET /me", "")] is True
+
+
+def _info() -> RunInfo:
+    return RunInfo(
+        command="python -m benchmarks.load.run --quick",
+        machine="2 cores (Test CPU)",
+        date="2026-12-04 12:00 UTC",
+        commit="abc1234",
+        rounds=2,
+        seconds=5,
+        quick=True,
+    )
+
+
+def test_report_states_where_and_how_and_every_verdict() -> None:
+    """The report carries command, machine, date, commit, the targets and the 500 count."""
+    m = _measurements()
+    targets = evaluate(m)
+    report = render_report(m, targets, _info())
+    for text in (
+        "python -m benchmarks.load.run --quick",
+        "2 cores (Test CPU)",
+        "2026-12-04 12:00 UTC",
+        "abc1234",
+        "**NOT met**",
+        "**met**",
+        "**not measured**",
+        "503: 80",
+        "500: 2",
+    ):
+        assert text in report, text
+    met = sum(1 for t in targets if t.met)
+    assert f"## Targets: {met} met" in report
+
+
+def test_capacity_planning_adds_up_each_workload_per_core() -> None:
+    """Cores for a peak: Σ(rate ÷ per-core rate) ÷ utilisation; unknown rate: no answer."""
+    rates = core_rates(_measurements())  # per core: login 50, refresh ~833, me ~667, introspect 500
+    assert cores_for_peak(rates, {"login": 50, "introspect": 500}, 0.5) == pytest.approx(4.0)
+    assert cores_for_peak(rates, {"login": 50}, 1.0) == pytest.approx(1.0)
+    assert (
+        cores_for_peak(core_rates(Measurements(2, Argon2Params(2, 19456, 1))), {"login": 1}, 1)
+        is None
+    )
+
+
+def test_sizing_block_is_replaced_between_its_markers_only() -> None:
+    """Prose around the block is kept; the old numbers are gone; no markers, an error."""
+    block = render_sizing_block(_measurements(), _info())
+    document = (
+        f"# Sizing\n\nprose before\n\n{SIZING_BEGIN}\n| old | 1 |\n{SIZING_END}\n\nprose after\n"
+    )
+    rewritten = replace_sizing_block(document, block)
+    assert rewritten.startswith("# Sizing\n\nprose before\n\n")
+    assert rewritten.endswith("\n\nprose after\n")
+    assert block in rewritten
+    assert "| old | 1 |" not in rewritten
+    assert replace_sizing_block(rewritten, block) == rewritten
+    with pytest.raises(ValueError, match="no <!-- sizing:begin -->"):
+        replace_sizing_block("# Sizing without numbers\n", block)
+
+
+def _shape(block: str) -> list[str]:
+    """The block's row labels and headings, numbers masked: what a rewrite keeps."""
+    lines = []
+    for line in block.splitlines():
+        if line.startswith("<!--"):
+            continue
+        label = line.split("|")[1] if line.startswith("|") else line.split(":")[0]
+        lines.append(re.sub(r"\d[\d.,]*", "N", label).strip())
+    return lines
+
+
+def test_sizing_guide_block_has_the_shape_the_harness_writes() -> None:
+    """docs/sizing.md holds exactly one generated block, shaped as the harness renders it."""
+    document = (ROOT / "docs" / "sizing.md").read_text()
+    assert document.count(SIZING_BEGIN) == 1
+    assert document.count(SIZING_END) == 1
+    committed = document[
+        document.index(SIZING_BEGIN) : document.index(SIZING_END) + len(SIZING_END)
+    ]
+    assert "generated by benchmarks/load/run.py" in committed
+    assert _shape(committed) == _shape(render_sizing_block(_measurements(), _info()))
+
+
+class _RefreshStub(http.server.BaseHTTPRequestHandler):
+    """Rotates refresh tokens like the service, remembering every token it was sent."""
+
+    protocol_version = "HTTP/1.1"
+    sent: list[str] = []
+    issued: set[str] = set()
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        token = new = f"rt_{uuid.uuid4().hex}"
+        with self.lock:
+            self.sent.append(body["refresh_token"])
+            self.issued.add(new)
+        payload = json.dumps({"access_token": "a", "refresh_token": token}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def refresh_stub() -> Iterator[str]:
+    _RefreshStub.sent.clear()
+    _RefreshStub.issued.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefreshStub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is installed by `make bench`")
+def test_chained_refresh_never_sends_a_token_twice(refresh_stub: str, tmp_path: Path) -> None:
+    """Each response's token is sent by the next request; leftovers were never sent."""
+    given = [f"rt_given_{n}" for n in range(12)]
+    (tmp_path / "in.txt").write_text("\n".join(given) + "\n")
+    out = tmp_path / "out.txt"
+    result = run_script(
+        "refresh",
+        refresh_stub,
+        seconds=1,
+        connections=4,
+        threads=2,
+        data={"BENCH_REFRESH": str(tmp_path / "in.txt"), "BENCH_OUT": str(out)},
+    )
+    sent = _RefreshStub.sent
+    assert result.ok > 20
+    assert len(sent) == len(set(sent)), "a refresh token was sent twice"
+    assert set(sent) <= set(given) | _RefreshStub.issued, "a token nobody issued was sent"
+    leftovers = out.read_text().split()
+    assert leftovers, "unsent tokens are handed back"
+    assert not set(leftovers) & set(sent), "a handed-back token had been sent"
