@@ -130,6 +130,21 @@ class ServiceProcess:
             total += times.user + times.system + times.children_user + times.children_system
         return total
 
+    def wait_idle(self, *, busy_share: float = 0.1, timeout: float = 20.0) -> None:
+        """Wait until the server stops working off an earlier run's backlog.
+
+        wrk closes its connections at the end of a run, but requests already queued (logins
+        waiting for a hashing thread above all) still run and would be counted against the
+        next workload's CPU. Idle: under ``busy_share`` of a core for two samples in a row.
+        """
+        deadline, quiet, interval = time.monotonic() + timeout, 0, 0.25
+        before = self.cpu_seconds()
+        while quiet < 2 and time.monotonic() < deadline:
+            time.sleep(interval)
+            now = self.cpu_seconds()
+            quiet = quiet + 1 if now - before < busy_share * interval else 0
+            before = now
+
     def worker_rss_mib(self) -> list[float]:
         sizes = []
         for proc in self.workers():

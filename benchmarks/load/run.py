@@ -68,7 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="py-spy profiles of refresh and GET /me on PostgreSQL + Redis (default: not quick)",
     )
-    parser.add_argument("--no-write", action="store_true", help="print only; write no report")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the report instead of writing it"
+    )
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (3 if args.quick else 5)
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text(report)
         SIZING.write_text(replace_sizing_block(SIZING.read_text(), render_sizing_block(m, info)))
+    else:
+        print(report)
     print()
     for target in targets:
         print(
