@@ -434,7 +434,7 @@ class ConfigRound:
         return sample
 
     def _mixed(self, server: ServiceProcess, connections: int) -> None:
-        wanted = max(48, connections // 2)
+        wanted = max(48, connections // 4)
         # A closed loop of many connections queues for seconds before the first answers:
         # a short run would count only the few requests that got through.
         seconds = max(self.options.seconds, MIN_OVERLOAD_SECONDS) if connections >= 128 else None

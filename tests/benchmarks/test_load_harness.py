@@ -320,3 +320,13 @@ def test_chained_refresh_never_sends_a_token_twice(refresh_stub: str, tmp_path: 
     leftovers = out.read_text().split()
     assert leftovers, "unsent tokens are handed back"
     assert not set(leftovers) & set(sent), "a handed-back token had been sent"
+
+
+def test_sizing_guide_names_only_real_settings() -> None:
+    """Every SETTING_NAME the guide tells operators to change is one the service reads."""
+    from faultmaven_auth.config import Settings
+
+    document = (ROOT / "docs" / "sizing.md").read_text()
+    named = set(re.findall(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`", document))
+    assert {"ARGON2_TIME_COST", "DATABASE_POOL_SIZE"} <= named
+    assert {name for name in named if name.lower() not in Settings.model_fields} == set()
