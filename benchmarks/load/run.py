@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from benchmarks.common.machine import describe_machine, git_commit, utc_now
 from benchmarks.common.service import ROOT
+from benchmarks.load.backends import Backend, Options, close_backend, prepare_backend
 from benchmarks.load.model import CONFIG_BY_KEY, CONFIGS, MIXED_CONNECTIONS, Measurements
 from benchmarks.load.references import (
     ARGON2_ALTERNATIVES,
@@ -29,7 +30,7 @@ from benchmarks.load.references import (
     hello_world_rps,
 )
 from benchmarks.load.report import RunInfo, render_report, render_sizing_block, replace_sizing_block
-from benchmarks.load.runner import Backend, ConfigRound, Options, close_backend, prepare_backend
+from benchmarks.load.runner import ConfigRound
 from benchmarks.load.targets import evaluate
 
 REPORT = ROOT / "benchmarks" / "results" / "load.md"
