@@ -1,10 +1,12 @@
 """``/metrics``: Prometheus text or OpenMetrics (with exemplars), never blocking the loop.
 
 Rendering walks every metric and, in multiprocess mode, reads every worker's files, so
-it runs in a thread. Before that, every scrape checks the database and the store
-(``dependency_up``, bounded by ``HEALTH_CHECK_TIMEOUT_SECONDS``), then refreshes the
-computed gauges (at most every ``METRICS_CACHE_SECONDS``) from the dependencies that
-answered: a scrape while the database is down does not wait on it.
+it runs in a thread; ``rendering.ExpositionRenderer`` writes the library's exact format
+while formatting each series' name and labels once, not on every scrape. Before that,
+every scrape checks the database and the store (``dependency_up``, bounded by
+``HEALTH_CHECK_TIMEOUT_SECONDS``), then refreshes the computed gauges (at most every
+``METRICS_CACHE_SECONDS``) from the dependencies that answered: a scrape while the
+database is down does not wait on it.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, PlatformCollector
-from prometheus_client import generate_latest as text_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
-from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from sqlalchemy import func, select
 
 from faultmaven_auth.api import security
@@ -32,6 +32,7 @@ from faultmaven_auth.errors import NotFound, Unauthorized
 from faultmaven_auth.observability.health import check_dependencies
 from faultmaven_auth.observability.metrics import Metrics, multiprocess_enabled
 from faultmaven_auth.observability.process_metrics import WorkersProcessCollector
+from faultmaven_auth.observability.rendering import ExpositionRenderer
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.storage.models import Organization
 
@@ -44,6 +45,7 @@ class MetricsExporter:
         self._metrics: Metrics = runtime.metrics
         self._refreshed_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._renderer = ExpositionRenderer()
         if multiprocess_enabled():
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -103,9 +105,9 @@ class MetricsExporter:
         database_up, store_up = await check_dependencies(self._runtime)
         await self.refresh_computed(store_up=store_up, database_up=database_up)
         if "application/openmetrics-text" in accept:
-            body = await asyncio.to_thread(openmetrics_latest, self.registry)
+            body = await asyncio.to_thread(self._renderer.openmetrics, self.registry)
             return body, OPENMETRICS_TYPE
-        return await asyncio.to_thread(text_latest, self.registry), CONTENT_TYPE_LATEST
+        return await asyncio.to_thread(self._renderer.text, self.registry), CONTENT_TYPE_LATEST
 
 
 def get_exporter(request: Request) -> MetricsExporter:

@@ -14,9 +14,14 @@ class User(IdMixin, TimestampMixin, Base):
     # An address is unique within an organization, not across the service: one person
     # may belong to several organizations, and no tenant can learn from an answer that
     # an address has an account in another one. Login picks the account (see tokens).
-    __table_args__ = (UniqueConstraint("organization_id", "email"), Index(None, "email"))
+    # (organization_id, id) serves the member list's filter and keyset order together.
+    __table_args__ = (
+        UniqueConstraint("organization_id", "email"),
+        Index(None, "email"),
+        Index(None, "organization_id", "id"),
+    )
 
-    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"), index=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"))
     # Stored lower-cased.
     email: Mapped[str] = mapped_column(String(320))
     full_name: Mapped[str] = mapped_column(String(200))
