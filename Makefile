@@ -66,7 +66,7 @@ bench: install-dev
 	$(BIN)/pip install --quiet 'py-spy>=0.3'
 	$(BENCH_PY) -m benchmarks.load.run $(BENCH_ARGS)
 	$(BENCH_PY) -m benchmarks.telemetry_overhead.run $(BENCH_ARGS)
-	if [ -f benchmarks/data_scale/run.py ]; then $(BENCH_PY) -m benchmarks.data_scale.run $(BENCH_ARGS); fi
+	$(BENCH_PY) benchmarks/data_scale/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis var
