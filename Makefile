@@ -58,8 +58,8 @@ monitor: system-deps
 	SERVICE_ADDRESS=$(HOST):$(PORT) ./scripts/monitor.sh
 
 ## make bench: the load harness (writes benchmarks/results/load.md and the numbers of
-## docs/sizing.md), the telemetry overhead benchmark and, when present, the data-scale one;
-## about 15 minutes on 2 cores. `make bench BENCH_ARGS=--quick` (about 3) passes --quick to all.
+## docs/sizing.md), the telemetry overhead benchmark and the data-scale one (pages at 1M events, /metrics cost);
+## about 20 minutes on 2 cores. `make bench BENCH_ARGS=--quick` (about 3) passes --quick to all.
 BENCH_PY := PYTHONPATH=src $(BIN)/python
 bench: install-dev
 	./scripts/install-system-deps.sh bench
