@@ -1,0 +1,281 @@
+"""A small, fair thread pool for password hashing, which refuses work it cannot start in time.
+
+Why not ``asyncio.to_thread``: its default executor has up to ``cores + 4`` threads, so
+on two cores a login storm ran six argon2 hashes at once. They did not finish any
+sooner (the CPU is the limit), but they crowded out the event loop (``/health`` p50 went
+from 1 to 10.5 ms) and the queue in front of them grew without bound, so every login
+waited longer than its client would.
+
+Here:
+
+- ``threads`` jobs run at most (one per core by default): hashing proceeds at the CPU's
+  rate and the event loop keeps its share.
+- Jobs start in arrival order (a FIFO queue, not whichever waiter wakes first).
+- Admission is decided before a job enters the queue: the wait is estimated as the jobs
+  ahead of it times the recent job duration (an exponentially weighted average) divided
+  by ``threads``. Past the deadline, or with the queue at its hard limit, the job is
+  refused at once with ``LoginCapacityExceeded`` (503, ``Retry-After`` = the estimate)
+  instead of joining a queue it would time out in.
+- A job still waiting when its deadline passes (the estimate was too low) is refused
+  when it reaches the front rather than started late.
+- A job whose caller was cancelled (the client went away) leaves the queue and never
+  occupies a thread.
+
+All bookkeeping happens on the event loop's thread; worker threads only run the jobs
+and report back with ``call_soon_threadsafe``, so no lock is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from faultmaven_auth.errors import LoginCapacityExceeded
+
+T = TypeVar("T")
+
+# How much the newest job duration moves the average: recent enough to follow a CPU that
+# got busier, smooth enough that one slow job does not refuse a burst of logins.
+_SMOOTHING = 0.2
+
+
+class PoolObserver(Protocol):
+    """Where the pool reports refusals and its queue (metrics, throttled logs)."""
+
+    def refused(self, reason: str, estimated_wait: float) -> None: ...
+
+    def queue_changed(self, waiting: int, running: int) -> None: ...
+
+    def waited(self, seconds: float) -> None: ...
+
+
+def available_cores() -> int:
+    """Cores this process may run on (CPU affinity, e.g. a container's cpuset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    started: asyncio.Future[None]  # resolved when a thread is free, failed when expired
+    enqueued_at: float
+
+
+class HashingPool:
+    """``threads`` worker threads behind a FIFO queue with early refusal (see module doc)."""
+
+    def __init__(
+        self,
+        *,
+        threads: int,
+        queue_timeout_seconds: float,
+        queue_limit: int,
+        expected_job_seconds: float,
+        observer: PoolObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._threads = threads
+        self._timeout = queue_timeout_seconds
+        self._limit = queue_limit
+        self._average = expected_job_seconds
+        self._observer = observer
+        self._clock = clock
+        self._running = 0
+        self._waiting: collections.deque[_Waiter] = collections.deque()
+        # The pool never submits more than `threads` jobs, so the executor's own
+        # (unbounded, unfair) queue stays empty.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="password-hash"
+        )
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    @property
+    def average_job_seconds(self) -> float:
+        return self._average
+
+    def estimated_wait(self) -> float:
+        """Seconds a job arriving now would wait for a thread (0 when one is free)."""
+        if self._running < self._threads and not self._waiting:
+            return 0.0
+        return (len(self._waiting) + 1) * self._average / self._threads
+
+    def check_capacity(self) -> None:
+        """Refuse now (``LoginCapacityExceeded``) if a job arriving now would be refused.
+
+        Lets a caller refuse before it changes any state (reserves a login attempt,
+        queries the database) for work the pool would turn away anyway.
+        """
+        wait = self.estimated_wait()
+        if len(self._waiting) >= self._limit:
+            self._refuse("queue_full", wait)
+        if wait > self._timeout:
+            self._refuse("estimated_wait", wait)
+
+    async def run(self, job: Callable[[], T]) -> T:
+        """Run ``job`` on a pool thread once its turn comes; refuse it if that is too late."""
+        loop = asyncio.get_running_loop()
+        self.check_capacity()
+        if self._running < self._threads and not self._waiting:
+            self._running += 1
+            self._report_queue()
+        else:
+            await self._wait_for_thread(loop)
+        try:
+            work = self._executor.submit(_timed, job)
+        except BaseException:
+            self._running -= 1  # shut down meanwhile: give the slot back
+            raise
+        # The slot is released when the thread is done, not when the caller stops
+        # waiting: a cancelled caller cannot make the pool run more than `threads` jobs.
+        work.add_done_callback(lambda done: _call_soon(loop, self._job_done, done))
+        result, _ = await asyncio.wrap_future(work, loop=loop)
+        return result
+
+    async def _wait_for_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        waiter = _Waiter(loop.create_future(), self._clock())
+        self._waiting.append(waiter)
+        self._report_queue()
+        try:
+            await waiter.started
+        except asyncio.CancelledError:
+            if waiter.started.cancelled():
+                # Never started: leave the queue without ever taking a thread.
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(waiter)
+                self._report_queue()
+            elif waiter.started.exception() is None:
+                # A thread was handed over just as the caller went away: pass it on.
+                self._running -= 1
+                self._start_waiting()
+            raise
+        if self._observer is not None:
+            self._observer.waited(self._clock() - waiter.enqueued_at)
+
+    def _job_done(self, work: concurrent.futures.Future[tuple[object, float]]) -> None:
+        self._running -= 1
+        if not work.cancelled() and work.exception() is None:
+            _, seconds = work.result()
+            self._average += _SMOOTHING * (seconds - self._average)
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        """Hand free threads to the oldest waiters; refuse those past their deadline."""
+        now = self._clock()
+        while self._running < self._threads and self._waiting:
+            waiter = self._waiting.popleft()
+            if waiter.started.done():  # cancelled, not yet removed
+                continue
+            waited = now - waiter.enqueued_at
+            if waited > self._timeout:
+                waiter.started.set_exception(self._refusal("deadline", waited))
+                continue
+            self._running += 1
+            waiter.started.set_result(None)
+        self._report_queue()
+
+    def _refuse(self, reason: str, estimated_wait: float) -> None:
+        raise self._refusal(reason, estimated_wait)
+
+    def _refusal(self, reason: str, wait: float) -> LoginCapacityExceeded:
+        if self._observer is not None:
+            self._observer.refused(reason, wait)
+        # Retry when the work queued now should be done.
+        return LoginCapacityExceeded(max(wait, self.estimated_wait()))
+
+    def _report_queue(self) -> None:
+        if self._observer is not None:
+            self._observer.queue_changed(len(self._waiting), self._running)
+
+    def close(self) -> None:
+        """Stop the threads after the jobs already running; waiters are refused."""
+        for waiter in self._waiting:
+            if not waiter.started.done():
+                waiter.started.set_exception(LoginCapacityExceeded(1))
+        self._waiting.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _timed(job: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    result = job()
+    return result, time.perf_counter() - started
+
+
+def _call_soon(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object
+) -> None:
+    """Report to the loop from a worker thread; a loop already closed has nobody to tell."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
+class RefusalLog:
+    """At most one warning per ``interval`` seconds, counting the refusals since the last.
+
+    A storm refuses thousands of logins a minute; one line each would flood the logs
+    (and the log shipper) exactly when the service is busiest. The first refusal is
+    logged at once; later ones are summed and written when the interval has passed.
+    Used from the event loop's thread only, like the pool.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval_seconds
+        self._clock = clock
+        self._last: float | None = None
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._max_wait = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def refused(self, reason: str, estimated_wait: float) -> None:
+        self._counts[reason] += 1
+        self._max_wait = max(self._max_wait, estimated_wait)
+        now = self._clock()
+        if self._last is None or now - self._last >= self._interval:
+            self._write(now)
+        elif self._timer is None:
+            with contextlib.suppress(RuntimeError):  # no loop: the next refusal writes
+                self._timer = asyncio.get_running_loop().call_later(
+                    self._last + self._interval - now, self.flush
+                )
+
+    def flush(self) -> None:
+        """Write the refusals not logged yet, if any."""
+        if self._counts:
+            self._write(self._clock())
+
+    def _write(self, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._logger.warning(
+            "Password hashing at capacity: requests refused",
+            extra={
+                "event_type": "login_capacity_exceeded",
+                "count": sum(self._counts.values()),
+                "reasons": dict(self._counts),
+                "max_estimated_wait_seconds": round(self._max_wait, 3),
+                "interval_seconds": self._interval,
+            },
+        )
+        self._last = now
+        self._counts.clear()
+        self._max_wait = 0.0
