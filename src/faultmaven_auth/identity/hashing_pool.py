@@ -18,11 +18,12 @@ Here:
   instead of joining a queue it would time out in.
 - A job still waiting when its deadline passes (the estimate was too low) is refused
   when it reaches the front rather than started late.
-- A job whose caller was cancelled (the client went away) leaves the queue and never
-  occupies a thread.
+- A job whose caller was cancelled (the client went away) is skipped, never occupying
+  a thread.
 
-All bookkeeping happens on the event loop's thread; worker threads only run the jobs
-and report back with ``call_soon_threadsafe``, so no lock is needed.
+The counts and the average are kept on the event loop's thread; worker threads only
+run jobs (checking the deadline first) and report back with ``call_soon_threadsafe``,
+so no lock is needed.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from faultmaven_auth.errors import LoginCapacityExceeded
@@ -64,14 +64,22 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-@dataclass(eq=False)
-class _Waiter:
-    started: asyncio.Future[None]  # resolved when a thread is free, failed when expired
-    enqueued_at: float
+class _PastDeadline(Exception):
+    """Raised on the worker thread for a job that waited too long; never leaves the pool."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(waited)
+        self.waited = waited
 
 
 class HashingPool:
-    """``threads`` worker threads behind a FIFO queue with early refusal (see module doc)."""
+    """``threads`` worker threads behind a FIFO queue with early refusal (see module doc).
+
+    The queue is the executor's own: its threads take jobs in submission order and go
+    from one job to the next without a round trip through the event loop, so a busy
+    loop never leaves a hashing thread idle. A cancelled job still in the queue is
+    skipped by the thread that reaches it.
+    """
 
     def __init__(
         self,
@@ -89,27 +97,24 @@ class HashingPool:
         self._average = expected_job_seconds
         self._observer = observer
         self._clock = clock
-        self._running = 0
-        self._waiting: collections.deque[_Waiter] = collections.deque()
-        # The pool never submits more than `threads` jobs, so the executor's own
-        # (unbounded, unfair) queue stays empty.
+        self._pending = 0  # submitted and not finished: running + waiting
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="password-hash"
         )
 
     @property
-    def threads(self) -> int:
-        return self._threads
-
-    @property
     def average_job_seconds(self) -> float:
         return self._average
 
+    @property
+    def _waiting(self) -> int:
+        return max(0, self._pending - self._threads)
+
     def estimated_wait(self) -> float:
         """Seconds a job arriving now would wait for a thread (0 when one is free)."""
-        if self._running < self._threads and not self._waiting:
+        if self._pending < self._threads:
             return 0.0
-        return (len(self._waiting) + 1) * self._average / self._threads
+        return (self._waiting + 1) * self._average / self._threads
 
     def check_capacity(self) -> None:
         """Refuse now (``LoginCapacityExceeded``) if a job arriving now would be refused.
@@ -118,75 +123,49 @@ class HashingPool:
         queries the database) for work the pool would turn away anyway.
         """
         wait = self.estimated_wait()
-        if len(self._waiting) >= self._limit:
-            self._refuse("queue_full", wait)
+        if self._waiting >= self._limit:
+            raise self._refusal("queue_full", wait)
         if wait > self._timeout:
-            self._refuse("estimated_wait", wait)
+            raise self._refusal("estimated_wait", wait)
 
     async def run(self, job: Callable[[], T]) -> T:
         """Run ``job`` on a pool thread once its turn comes; refuse it if that is too late."""
         loop = asyncio.get_running_loop()
         self.check_capacity()
-        if self._running < self._threads and not self._waiting:
-            self._running += 1
-            self._report_queue()
-        else:
-            await self._wait_for_thread(loop)
-        try:
-            work = self._executor.submit(_timed, job)
-        except BaseException:
-            self._running -= 1  # shut down meanwhile: give the slot back
-            raise
-        # The slot is released when the thread is done, not when the caller stops
-        # waiting: a cancelled caller cannot make the pool run more than `threads` jobs.
+        # Only a job queued behind others can be late; one that finds a thread free
+        # starts now, however tight the deadline.
+        queued = self._pending >= self._threads
+        work = self._executor.submit(self._start, job, self._clock(), queued)
+        self._pending += 1
+        self._report_queue()
+        # Counted until the thread is done (or skips it), not until the caller stops
+        # waiting: a cancelled caller's running hash still occupies its thread.
         work.add_done_callback(lambda done: _call_soon(loop, self._job_done, done))
-        result, _ = await asyncio.wrap_future(work, loop=loop)
+        try:
+            result, waited, _ = await asyncio.wrap_future(work, loop=loop)
+        except _PastDeadline as late:
+            raise self._refusal("deadline", late.waited) from None
+        if self._observer is not None:
+            self._observer.waited(waited)
         return result
 
-    async def _wait_for_thread(self, loop: asyncio.AbstractEventLoop) -> None:
-        waiter = _Waiter(loop.create_future(), self._clock())
-        self._waiting.append(waiter)
-        self._report_queue()
-        try:
-            await waiter.started
-        except asyncio.CancelledError:
-            if waiter.started.cancelled():
-                # Never started: leave the queue without ever taking a thread.
-                with contextlib.suppress(ValueError):
-                    self._waiting.remove(waiter)
-                self._report_queue()
-            elif waiter.started.exception() is None:
-                # A thread was handed over just as the caller went away: pass it on.
-                self._running -= 1
-                self._start_waiting()
-            raise
-        if self._observer is not None:
-            self._observer.waited(self._clock() - waiter.enqueued_at)
+    def _start(
+        self, job: Callable[[], T], enqueued_at: float, queued: bool
+    ) -> tuple[T, float, float]:
+        """On a worker thread: run the job, unless it waited past its deadline."""
+        waited = self._clock() - enqueued_at
+        if queued and waited > self._timeout:
+            raise _PastDeadline(waited)
+        started = time.perf_counter()
+        result = job()
+        return result, waited, time.perf_counter() - started
 
-    def _job_done(self, work: concurrent.futures.Future[tuple[object, float]]) -> None:
-        self._running -= 1
+    def _job_done(self, work: concurrent.futures.Future[tuple[object, float, float]]) -> None:
+        self._pending -= 1
         if not work.cancelled() and work.exception() is None:
-            _, seconds = work.result()
+            _, _, seconds = work.result()
             self._average += _SMOOTHING * (seconds - self._average)
-        self._start_waiting()
-
-    def _start_waiting(self) -> None:
-        """Hand free threads to the oldest waiters; refuse those past their deadline."""
-        now = self._clock()
-        while self._running < self._threads and self._waiting:
-            waiter = self._waiting.popleft()
-            if waiter.started.done():  # cancelled, not yet removed
-                continue
-            waited = now - waiter.enqueued_at
-            if waited > self._timeout:
-                waiter.started.set_exception(self._refusal("deadline", waited))
-                continue
-            self._running += 1
-            waiter.started.set_result(None)
         self._report_queue()
-
-    def _refuse(self, reason: str, estimated_wait: float) -> None:
-        raise self._refusal(reason, estimated_wait)
 
     def _refusal(self, reason: str, wait: float) -> LoginCapacityExceeded:
         if self._observer is not None:
@@ -196,21 +175,11 @@ class HashingPool:
 
     def _report_queue(self) -> None:
         if self._observer is not None:
-            self._observer.queue_changed(len(self._waiting), self._running)
+            self._observer.queue_changed(self._waiting, min(self._pending, self._threads))
 
     def close(self) -> None:
-        """Stop the threads after the jobs already running; waiters are refused."""
-        for waiter in self._waiting:
-            if not waiter.started.done():
-                waiter.started.set_exception(LoginCapacityExceeded(1))
-        self._waiting.clear()
+        """Let running jobs finish; queued ones are cancelled (their callers see that)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _timed(job: Callable[[], T]) -> tuple[T, float]:
-    started = time.perf_counter()
-    result = job()
-    return result, time.perf_counter() - started
 
 
 def _call_soon(
