@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -246,6 +247,28 @@ async def test_the_average_follows_real_job_durations() -> None:
         await pool.run(lambda: "quick")
     assert pool.average_job_seconds < 10.0 * 0.8**5 + 0.01
     pool.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no per-thread priority here")
+async def test_hashing_threads_can_run_below_the_event_loop_priority() -> None:
+    """With niceness 5, jobs run five nice steps below the thread that started the pool."""
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    pool = new_pool(threads=1)
+    lowered = HashingPool(
+        threads=1,
+        queue_timeout_seconds=60,
+        queue_limit=10,
+        expected_job_seconds=0.001,
+        niceness=5,
+    )
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    assert await pool.run(priority) == here
+    assert await lowered.run(priority) == min(19, here + 5)
+    pool.close()
+    lowered.close()
 
 
 def test_refusals_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:

@@ -34,6 +34,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -90,6 +91,7 @@ class HashingPool:
         expected_job_seconds: float,
         observer: PoolObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        niceness: int = 0,
     ) -> None:
         self._threads = threads
         self._timeout = queue_timeout_seconds
@@ -99,7 +101,10 @@ class HashingPool:
         self._clock = clock
         self._pending = 0  # submitted and not finished: running + waiting
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="password-hash"
+            max_workers=threads,
+            thread_name_prefix="password-hash",
+            initializer=_lower_priority,
+            initargs=(niceness,),
         )
 
     @property
@@ -180,6 +185,20 @@ class HashingPool:
     def close(self) -> None:
         """Let running jobs finish; queued ones are cancelled (their callers see that)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority(niceness: int) -> None:
+    """Run this worker thread ``niceness`` steps below the event loop's priority.
+
+    Linux schedules threads one by one, so the loop thread (and the database, on the
+    same host) preempt hashing whenever they have work: requests that do not hash
+    keep their idle latency, and hashing still gets every cycle nobody else wants.
+    """
+    if niceness > 0 and hasattr(os, "setpriority"):
+        thread = threading.get_native_id()
+        with contextlib.suppress(OSError):
+            current = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, current + niceness))
 
 
 def _call_soon(

@@ -53,6 +53,7 @@ class PasswordHasher:
         threads: int,
         queue_timeout_seconds: float,
         queue_limit: int,
+        niceness: int = 0,
         telemetry: HashingTelemetry | None = None,
     ) -> None:
         self._argon2 = _Argon2(
@@ -69,6 +70,7 @@ class PasswordHasher:
             queue_limit=queue_limit,
             expected_job_seconds=time.perf_counter() - started,
             observer=telemetry,
+            niceness=niceness,
         )
 
     def check_capacity(self) -> None:
@@ -126,6 +128,7 @@ def build_password_hasher(settings: Settings, metrics: Metrics) -> PasswordHashe
         threads=settings.password_hash_threads or available_cores(),
         queue_timeout_seconds=settings.password_hash_queue_timeout_seconds,
         queue_limit=settings.password_hash_queue_limit,
+        niceness=settings.password_hash_thread_niceness,
         telemetry=HashingTelemetry(metrics, RefusalLog(logger)),
     )
 
