@@ -26,7 +26,7 @@ from faultmaven_auth.config import Settings, load_settings
 from faultmaven_auth.errors import install_error_handlers
 from faultmaven_auth.identity.endpoints import auth_router as register_router
 from faultmaven_auth.identity.endpoints import users_router
-from faultmaven_auth.identity.passwords import PasswordHasher
+from faultmaven_auth.identity.passwords import build_password_hasher
 from faultmaven_auth.observability.activity import ActivityTracker
 from faultmaven_auth.observability.db_metrics import PoolMetrics, instrument_engine
 from faultmaven_auth.observability.exposition import MetricsExporter
@@ -134,11 +134,7 @@ async def build_runtime(
         settings=settings,
         db=db,
         kv=kv,
-        hasher=PasswordHasher(
-            time_cost=settings.argon2_time_cost,
-            memory_cost_kib=settings.argon2_memory_cost_kib,
-            parallelism=settings.argon2_parallelism,
-        ),
+        hasher=build_password_hasher(settings, metrics),
         cipher=cipher,
         keys=keys,
         access_tokens=AccessTokenCodec(
@@ -252,6 +248,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
                 # This worker's live gauges must not be summed after it is gone.
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
             await asyncio.to_thread(siem.close)  # flushes queued security events
+            runtime.hasher.close()
             await runtime.kv.close()
             await runtime.db.dispose()
             if tracing is not None:

@@ -177,6 +177,16 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost_kib: int = Field(default=19456, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # The hashing pool (identity/hashing_pool.py): threads (unset = the cores this process
+    # may use), how long a hash may wait for one before its request gets 503
+    # LOGIN_CAPACITY_EXCEEDED, and a hard limit on the jobs waiting.
+    password_hash_threads: int | None = Field(default=None, ge=1, le=256)
+    password_hash_queue_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    password_hash_queue_limit: int = Field(default=256, ge=1)
+    # Nice steps the hashing threads run below the event loop (Linux): on dedicated cores
+    # it keeps non-login latency at idle levels; on a shared host it hands hashing's CPU
+    # to the neighbours, so it is off by default.
+    password_hash_thread_niceness: int = Field(default=0, ge=0, le=19)
 
     allow_self_signup: bool = True
     invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)

@@ -254,6 +254,25 @@ async def test_reserve_attempt_counter_expires_from_the_store(store: KeyValueSto
     assert await store.get("gc") is None
 
 
+async def test_release_attempt_gives_back_one_attempt_of_its_window(store: KeyValueStore) -> None:
+    """A released attempt is not counted: the next one gets its number again."""
+    await store.reserve_attempt("r", lock_key="r-lock", now=1000.0, window_seconds=60)
+    await store.reserve_attempt("r", lock_key="r-lock", now=1010.0, window_seconds=60)
+    assert await store.release_attempt("r", reserved_at=1010.0) is True
+    again = await store.reserve_attempt("r", lock_key="r-lock", now=1020.0, window_seconds=60)
+    assert again == Reservation(2, None)
+
+
+async def test_release_attempt_leaves_a_later_window_alone(store: KeyValueStore) -> None:
+    """An attempt of a window that has since restarted has nothing left to give back."""
+    await store.reserve_attempt("n", lock_key="n-lock", now=1000.0, window_seconds=60)
+    await store.reserve_attempt("n", lock_key="n-lock", now=1070.0, window_seconds=60)
+    assert await store.release_attempt("n", reserved_at=1000.0) is False
+    assert await store.release_attempt("never-counted", reserved_at=1000.0) is False
+    after = await store.reserve_attempt("n", lock_key="n-lock", now=1080.0, window_seconds=60)
+    assert after == Reservation(2, None)
+
+
 async def test_reserve_attempt_rejects_a_non_positive_window(store: KeyValueStore) -> None:
     """Like every write, a window <= 0 is refused with ValueError."""
     with pytest.raises(ValueError, match="ttl"):

@@ -40,7 +40,7 @@ async def change_own_password(
     # before the hash is checked.
     attempt = await begin_login_attempt(runtime, user.email, user.organization_id, meta)
     verified_hash = user.password_hash
-    result = await runtime.hasher.verify(verified_hash, data.current_password)
+    result = await attempt.verify_password(verified_hash, data.current_password)
     if not result.valid:
         await attempt.count_failure(user, principal.organization)
         async with runtime.db.transaction() as session:

@@ -1,8 +1,11 @@
 """Password hashing with argon2id, off the event loop.
 
 Argon2 is deliberately slow (tens of milliseconds); run inline it would stall every
-other request on the loop, so hashing and verifying go to a worker thread. A login for
-an unknown email verifies against a dummy hash, so both paths cost the same.
+other request on the loop, so hashing and verifying go to the threads of a
+``HashingPool`` (one per core, a fair queue, early 503 at capacity: see
+``hashing_pool``). argon2-cffi releases the GIL while it hashes, so those threads leave
+the loop free. A login for an unknown email verifies against a dummy hash, so both
+paths cost the same.
 
 Passwords are used exactly as typed (never trimmed) except for one step: Unicode NFC
 normalization, applied here on both hashing and verifying, so "é" typed as one code
@@ -11,12 +14,25 @@ point or as "e" + combining accent (macOS, some keyboards) is the same password.
 
 from __future__ import annotations
 
-import asyncio
+import functools
+import logging
+import time
 import unicodedata
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher as _Argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from faultmaven_auth.config import Settings
+from faultmaven_auth.identity.hashing_pool import (
+    HashingPool,
+    PoolObserver,
+    RefusalLog,
+    available_cores,
+)
+from faultmaven_auth.observability.metrics import Metrics
+
+logger = logging.getLogger("faultmaven_auth.identity")
 
 
 @dataclass(frozen=True)
@@ -26,19 +42,52 @@ class VerifyResult:
 
 
 class PasswordHasher:
-    def __init__(self, *, time_cost: int, memory_cost_kib: int, parallelism: int) -> None:
+    """Hash and verify on a bounded pool; at capacity both raise ``LoginCapacityExceeded``."""
+
+    def __init__(
+        self,
+        *,
+        time_cost: int,
+        memory_cost_kib: int,
+        parallelism: int,
+        threads: int,
+        queue_timeout_seconds: float,
+        queue_limit: int,
+        niceness: int = 0,
+        telemetry: HashingTelemetry | None = None,
+    ) -> None:
         self._argon2 = _Argon2(
             time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=parallelism
         )
-        # Made once per process; verified against when the email is unknown.
+        # Made once per process; verified against when the email is unknown. Its cost
+        # is the pool's first estimate of a job, before any real one has been timed.
+        started = time.perf_counter()
         self._dummy_hash = self._argon2.hash("not-a-real-password-only-for-timing")
+        self._telemetry = telemetry
+        self.pool = HashingPool(
+            threads=threads,
+            queue_timeout_seconds=queue_timeout_seconds,
+            queue_limit=queue_limit,
+            expected_job_seconds=time.perf_counter() - started,
+            observer=telemetry,
+            niceness=niceness,
+        )
+
+    def check_capacity(self) -> None:
+        """Refuse (503) now if a hash requested now would be refused: see HashingPool."""
+        self.pool.check_capacity()
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._argon2.hash, _normalized(password))
+        return await self.pool.run(functools.partial(self._argon2.hash, _normalized(password)))
 
     async def verify(self, password_hash: str | None, password: str) -> VerifyResult:
         """Check a password; with no hash (unknown user), still spend the same time."""
-        return await asyncio.to_thread(self._verify_sync, password_hash, password)
+        return await self.pool.run(functools.partial(self._verify_sync, password_hash, password))
+
+    def close(self) -> None:
+        self.pool.close()
+        if self._telemetry is not None:
+            self._telemetry.log.flush()
 
     def _verify_sync(self, password_hash: str | None, password: str) -> VerifyResult:
         target = password_hash or self._dummy_hash
@@ -49,6 +98,39 @@ class PasswordHasher:
         if password_hash is None:
             return VerifyResult(valid=False)
         return VerifyResult(valid=True, needs_rehash=self._argon2.check_needs_rehash(target))
+
+
+class HashingTelemetry(PoolObserver):
+    """Reports the pool to the metrics, and its refusals to the log once per interval."""
+
+    def __init__(self, metrics: Metrics, log: RefusalLog) -> None:
+        self._metrics = metrics
+        self.log = log
+
+    def refused(self, reason: str, estimated_wait: float) -> None:
+        self._metrics.password_hash_rejected_total.labels(reason).inc()
+        self.log.refused(reason, estimated_wait)
+
+    def queue_changed(self, waiting: int, running: int) -> None:
+        self._metrics.password_hash_queue_depth.set(waiting)
+        self._metrics.password_hash_in_progress.set(running)
+
+    def waited(self, seconds: float) -> None:
+        self._metrics.password_hash_queue_wait_seconds.observe(seconds)
+
+
+def build_password_hasher(settings: Settings, metrics: Metrics) -> PasswordHasher:
+    """The hasher the settings describe, reporting to ``metrics``."""
+    return PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost_kib=settings.argon2_memory_cost_kib,
+        parallelism=settings.argon2_parallelism,
+        threads=settings.password_hash_threads or available_cores(),
+        queue_timeout_seconds=settings.password_hash_queue_timeout_seconds,
+        queue_limit=settings.password_hash_queue_limit,
+        niceness=settings.password_hash_thread_niceness,
+        telemetry=HashingTelemetry(metrics, RefusalLog(logger)),
+    )
 
 
 def _normalized(password: str) -> str:

@@ -39,6 +39,12 @@ DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 POOL_WAIT_BUCKETS = (
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
+# Waiting for a password-hashing thread: nothing when one is free, up to the queue
+# deadline (PASSWORD_HASH_QUEUE_TIMEOUT_SECONDS, 2 s by default) at capacity.
+HASH_QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+# Why a hashing job was refused: the queue was at its hard limit, the estimated wait
+# was past the deadline, or the job waited past it (the estimate was too low).
+HASH_REFUSAL_REASONS = ("queue_full", "estimated_wait", "deadline")
 
 OTHER = "other"
 
@@ -213,6 +219,7 @@ class Metrics:
             ("destination",),
         )
         self._register_runtime_signals(registry, version=version, commit=commit)
+        self._register_password_hashing(registry)
         # Redis pool series exist only when there is a Redis pool (none for the
         # in-process store).
         self.redis_pool_connections: Gauge | None = None
@@ -294,6 +301,35 @@ class Metrics:
             "db_pool_wait_seconds",
             "Time spent waiting to check a connection out of the database pool",
             buckets=POOL_WAIT_BUCKETS,
+            registry=registry,
+        )
+
+    def _register_password_hashing(self, registry: CollectorRegistry) -> None:
+        """The hashing pool's queue and refusals (identity/hashing_pool.py)."""
+        self.password_hash_rejected_total = Counter(
+            "password_hash_rejected_total",
+            "Password hashing jobs refused at capacity (503 LOGIN_CAPACITY_EXCEEDED), by reason",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in HASH_REFUSAL_REASONS:
+            self.password_hash_rejected_total.labels(reason)
+        self.password_hash_queue_depth = Gauge(
+            "password_hash_queue_depth",
+            "Password hashing jobs waiting for a thread",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.password_hash_in_progress = Gauge(
+            "password_hash_in_progress",
+            "Password hashing jobs running on the pool's threads",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.password_hash_queue_wait_seconds = Histogram(
+            "password_hash_queue_wait_seconds",
+            "Time a password hashing job waited for a thread",
+            buckets=HASH_QUEUE_BUCKETS,
             registry=registry,
         )
 

@@ -11,7 +11,8 @@ failures so far"), and a locked account costs an attacker nothing to probe.
 The N-th failure in the window locks the account for ``LOCKOUT_BASE_SECONDS``, doubled
 for each further lock in the same episode up to ``LOCKOUT_MAX_SECONDS``, and starts a
 fresh count. The first lock of an episode is also reported as a potential brute-force
-attack. A successful login forgets the account's failures and lock history.
+attack. A successful login forgets the account's failures and lock history. An attempt the
+password-hashing pool refuses at capacity (503) is given back: no password was checked.
 
 Per client address, failures across accounts are counted in fixed windows; too many
 failures or too many distinct accounts (credential stuffing) block the address.
@@ -32,7 +33,8 @@ from dataclasses import dataclass
 
 from faultmaven_auth.audit.events import AuditEventType, Outcome
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
-from faultmaven_auth.errors import AccountLocked, TooManyRequests
+from faultmaven_auth.errors import AccountLocked, LoginCapacityExceeded, TooManyRequests
+from faultmaven_auth.identity.passwords import VerifyResult
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.events import (
     SecurityEventType,
@@ -79,10 +81,35 @@ class LoginAttempt:
     meta: RequestMeta
     account: str
     number: int  # this attempt's number in the account's window; 0 if not counted
+    reserved_at: float = 0.0  # the store clock's time when it was counted
 
     @property
     def _client(self) -> str:
         return self.meta.ip_address or "unknown"
+
+    async def verify_password(self, password_hash: str | None, password: str) -> VerifyResult:
+        """Verify for this attempt; a verification refused at capacity gives it back.
+
+        A 503 LOGIN_CAPACITY_EXCEEDED checked no password, so it must not bring the
+        account nearer its lock: the reserved attempt is released before the refusal
+        reaches the client.
+        """
+        try:
+            return await self.runtime.hasher.verify(password_hash, password)
+        except LoginCapacityExceeded:
+            await self.release()
+            raise
+
+    async def release(self) -> None:
+        """Un-count this attempt (best effort: on a store outage it just stays counted)."""
+        if self.number == 0:
+            return
+        counter, _, _ = _keys(self.account)
+        try:
+            await self.runtime.kv.release_attempt(counter, reserved_at=self.reserved_at)
+        except StoreUnavailable:
+            self.runtime.metrics.telemetry_store_error("lockout_release")
+        self.number = 0
 
     async def failed(
         self, reason: str, user: User | None, organization: Organization | None
@@ -308,8 +335,13 @@ async def begin_login_attempt(
     """Reserve an attempt, or refuse it (429) before any lookup or password check.
 
     Refusals are logged as failed logins; the caller counts them in the auth metrics.
+    A refusal at hashing capacity (503) comes first and is neither: it says nothing
+    about the credentials (the hashing pool counts and logs it).
     """
     settings = runtime.settings
+    # At hashing capacity the password could not be checked in time: refuse (503)
+    # before counting the attempt or querying anything.
+    runtime.hasher.check_capacity()
     attempt = LoginAttempt(
         runtime, email, organization_id, meta, account_key(email, organization_id), 0
     )
@@ -337,7 +369,7 @@ async def begin_login_attempt(
             elif reserved.attempts > settings.login_max_failures:
                 # The limit's attempts are still being checked; the lock follows them.
                 refusal = AccountLocked(settings.lockout_base_seconds)
-            attempt.number = reserved.attempts
+            attempt.number, attempt.reserved_at = reserved.attempts, now
     if refusal is not None:
         reason = "account_locked" if isinstance(refusal, AccountLocked) else "rate_limited"
         log_failed_login(runtime, email, meta, reason)

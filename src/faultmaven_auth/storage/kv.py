@@ -70,6 +70,16 @@ class KeyValueStore(Protocol):
         """
         ...
 
+    async def release_attempt(self, key: str, *, reserved_at: float) -> bool:
+        """Give back one attempt that ``reserve_attempt`` counted at ``reserved_at``.
+
+        For an attempt refused before its password was checked (the hashing pool was
+        full). Only the window that holds ``reserved_at`` is touched: once the counter
+        has started a new window, there is nothing of this attempt left to give back.
+        True when the count went down.
+        """
+        ...
+
     async def delete(self, key: str) -> bool: ...
 
     async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
@@ -168,6 +178,14 @@ class MemoryStore:
             self._data[key] = (f"{count} {since!r}", expires)
             return Reservation(count, None)
 
+    async def release_attempt(self, key: str, *, reserved_at: float) -> bool:
+        async with self._lock:
+            count, since = _parse_attempts(self._live(key))
+            if count == 0 or since > reserved_at:
+                return False
+            self._data[key] = (f"{count - 1} {since!r}", self._data[key][1])
+            return True
+
     async def delete(self, key: str) -> bool:
         live = self._live(key) is not None
         self._data.pop(key, None)
@@ -224,6 +242,16 @@ end
 return {count, ''}
 """
 
+# KEYS: counter. ARGV: reserved_at. One attempt back, in the window that holds reserved_at.
+_RELEASE_ATTEMPT = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local n, s = string.match(current, '^(%d+) (%S+)$')
+if not n or tonumber(n) < 1 or tonumber(s) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], (tonumber(n) - 1) .. ' ' .. s, 'KEEPTTL')
+return 1
+"""
+
 
 class RedisStore:
     """Redis-backed store; every key is prefixed so several services can share a server."""
@@ -232,6 +260,7 @@ class RedisStore:
         self._redis = client
         self._prefix = prefix
         self._reserve = client.register_script(_RESERVE_ATTEMPT)
+        self._release = client.register_script(_RELEASE_ATTEMPT)
 
     @property
     def client(self) -> Redis:
@@ -305,6 +334,11 @@ class RedisStore:
         if int(count) == 0:
             return Reservation(0, float(locked))
         return Reservation(int(count), None)
+
+    async def release_attempt(self, key: str, *, reserved_at: float) -> bool:
+        async with _redis_errors():
+            released = await self._release(keys=[self._k(key)], args=[repr(reserved_at)])
+        return bool(released)
 
     async def delete(self, key: str) -> bool:
         async with _redis_errors():

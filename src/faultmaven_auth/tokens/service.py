@@ -168,7 +168,7 @@ async def login(
         user, organization = (row[0], row[1]) if row else (None, None)
         # Verified even for an unknown email (against a dummy hash), so timing tells nothing.
         with traced(tracer, "verify_password"):
-            result = await runtime.hasher.verify(user.password_hash if user else None, password)
+            result = await attempt.verify_password(user.password_hash if user else None, password)
         reason = None
         if user is None or organization is None:
             reason = "unknown_user"
