@@ -106,6 +106,17 @@ async def test_increment_is_atomic_under_concurrency(store: KeyValueStore) -> No
     assert await store.get("concurrent") == "50"
 
 
+async def test_increment_many_counts_each_key_with_its_own_ttl(store: KeyValueStore) -> None:
+    """One call counts several keys like ``increment`` would; each keeps its own TTL."""
+    assert await store.increment("short", ttl_seconds=60) == 1
+    assert await store.increment_many([("short", 1), ("long", 60)]) == [2, 1]
+    assert await store.increment_many([("brief", 1), ("long", 60)]) == [1, 2]
+    await asyncio.sleep(EXPIRY_WAIT)
+    assert await store.get("brief") is None
+    assert await store.get("short") == "2"  # created with 60 s: a later TTL does not shorten it
+    assert await store.get("long") == "2"
+
+
 async def test_increment_ttl_starts_at_creation_and_is_not_extended(
     store: KeyValueStore,
 ) -> None:

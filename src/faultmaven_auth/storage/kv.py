@@ -58,6 +58,10 @@ class KeyValueStore(Protocol):
         """Add one atomically; the TTL starts when the key is created, not on each call."""
         ...
 
+    async def increment_many(self, counters: list[tuple[str, int]]) -> list[int]:
+        """``increment`` for each ``(key, ttl_seconds)``, in one round trip; the new values."""
+        ...
+
     async def reserve_attempt(
         self, key: str, *, lock_key: str, now: float, window_seconds: int
     ) -> Reservation:
@@ -149,6 +153,9 @@ class MemoryStore:
             value = int(current) + 1
             self._data[key] = (str(value), self._data[key][1])
             return value
+
+    async def increment_many(self, counters: list[tuple[str, int]]) -> list[int]:
+        return [await self.increment(key, ttl) for key, ttl in counters]
 
     async def reserve_attempt(
         self, key: str, *, lock_key: str, now: float, window_seconds: int
@@ -293,6 +300,16 @@ class RedisStore:
             pipe.expire(full, ttl_seconds, nx=True)
             count, _ = await pipe.execute()
         return int(count)
+
+    async def increment_many(self, counters: list[tuple[str, int]]) -> list[int]:
+        for _, ttl_seconds in counters:
+            _check_ttl(ttl_seconds)
+        async with _redis_errors(), self._redis.pipeline(transaction=True) as pipe:
+            for key, ttl_seconds in counters:
+                pipe.incr(self._k(key))
+                pipe.expire(self._k(key), ttl_seconds, nx=True)
+            replies = await pipe.execute()
+        return [int(count) for count in replies[::2]]
 
     async def reserve_attempt(
         self, key: str, *, lock_key: str, now: float, window_seconds: int

@@ -23,18 +23,31 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, case, func, select, update
+from sqlalchemy import (
+    Row,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType, Outcome
-from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
+from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event, write_audit_event
 from faultmaven_auth.errors import InvalidCredentials, InvalidToken, TooManyRequests
 from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.events import SecurityEventType, emit_security_event
 from faultmaven_auth.security.lockout import begin_login_attempt
+from faultmaven_auth.storage.ids import uuid7
 from faultmaven_auth.storage.kv import StoreUnavailable
 from faultmaven_auth.storage.models import Organization, RefreshToken, User
 from faultmaven_auth.storage.models.base import utcnow
@@ -47,6 +60,11 @@ from faultmaven_auth.tokens.revocation import (
 logger = logging.getLogger("faultmaven_auth.tokens")
 
 REFRESH_TOKEN_PREFIX = "fmr_"
+# Refresh and login write tokens with Core statements: the ORM's unit of work would cost
+# more than the row.
+_REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
+_USERS = cast(Table, User.__table__)
+_ORGANIZATIONS = cast(Table, Organization.__table__)
 
 
 @dataclass(frozen=True)
@@ -70,36 +88,41 @@ def normalize_email(email: str) -> str:
 async def issue_token_pair(
     session: AsyncSession,
     runtime: Runtime,
-    user: User,
     *,
+    user_id: uuid.UUID,
+    organization_id: uuid.UUID,
     family_id: uuid.UUID | None = None,
     session_started_at: datetime | None = None,
 ) -> TokenPair:
     """A new refresh token (in ``family_id``, or a new family) and its access token.
 
-    Neither outlives the session's absolute end (``session_ends_at``).
+    Neither outlives the session's absolute end (``session_ends_at``). The row is
+    inserted at once with a Core statement: nothing needs it as an ORM object.
     """
     now = utcnow()
     family = family_id or uuid.uuid4()
     started = session_started_at or now
     session_end = session_ends_at(runtime, started)
     raw = REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(
-        RefreshToken(
-            family_id=family,
-            user_id=user.id,
-            organization_id=user.organization_id,
-            token_hash=hash_token(raw),
-            created_at=now,
-            expires_at=min(
-                now + timedelta(seconds=runtime.settings.refresh_token_ttl_seconds), session_end
-            ),
-            session_started_at=started,
-        )
+    ttl = timedelta(seconds=runtime.settings.refresh_token_ttl_seconds)
+    await session.execute(
+        _INSERT_REFRESH_TOKEN,
+        {
+            "id": uuid7(),
+            "family_id": family,
+            "user_id": user_id,
+            "organization_id": organization_id,
+            "token_hash": hash_token(raw),
+            "created_at": now,
+            "expires_at": min(now + ttl, session_end),
+            "rotated_at": None,
+            "revoked_at": None,
+            "session_started_at": started,
+        },
     )
     access = runtime.access_tokens.issue(
-        user_id=user.id,
-        organization_id=user.organization_id,
+        user_id=user_id,
+        organization_id=organization_id,
         session_id=family,
         not_after=session_end,
     )
@@ -109,8 +132,8 @@ async def issue_token_pair(
         access_token=access.token,
         refresh_token=raw,
         expires_in=int((access.claims.expires_at - access.claims.issued_at).total_seconds()),
-        user_id=user.id,
-        organization_id=user.organization_id,
+        user_id=user_id,
+        organization_id=organization_id,
     )
 
 
@@ -192,14 +215,16 @@ async def login(
         raise InvalidCredentials
     assert user is not None  # noqa: S101 - narrowed by the reason checks above
     new_hash = await runtime.hasher.hash(password) if result.needs_rehash else None
+    # Core statements only: the user row was read above and needs no reloading (merge).
+    changes: dict[str, Any] = {"last_login_at": utcnow()}
+    if new_hash is not None:
+        changes["password_hash"] = new_hash
     async with runtime.db.transaction() as session:
-        user = await session.merge(user)
-        assert user is not None  # noqa: S101
-        if new_hash is not None:
-            user.password_hash = new_hash
-        user.last_login_at = utcnow()
-        pair = await issue_token_pair(session, runtime, user)
-        record_audit_event(
+        await session.execute(update(_USERS).where(_USERS.c.id == user.id).values(changes))
+        pair = await issue_token_pair(
+            session, runtime, user_id=user.id, organization_id=user.organization_id
+        )
+        await write_audit_event(
             session,
             AuditEventType.LOGIN_SUCCEEDED,
             meta=meta,
@@ -245,89 +270,137 @@ async def refresh_session(runtime: Runtime, raw_token: str, meta: RequestMeta) -
     return pair
 
 
+def _claim_statement() -> Update:
+    """Mark the presented token rotated if, and only if, it may be exchanged now.
+
+    One statement decides and claims: two concurrent refreshes of the same token cannot
+    both match (PostgreSQL re-checks the WHERE on the updated row; SQLite runs writers
+    one at a time). It also requires a live account: an inactive user or a deleted
+    organization matches nothing, and ``_refusal`` says why.
+    """
+    tokens = _REFRESH_TOKENS.c
+    users, organizations = _USERS.c, _ORGANIZATIONS.c
+    live_account = (
+        select(users.id)
+        .join(_ORGANIZATIONS, organizations.id == users.organization_id)
+        .where(
+            users.id == tokens.user_id,
+            users.is_active.is_(True),
+            organizations.deleted_at.is_(None),
+        )
+        .exists()
+    )
+    return (
+        update(_REFRESH_TOKENS)
+        .where(
+            tokens.token_hash == bindparam("presented_hash"),
+            tokens.rotated_at.is_(None),
+            tokens.revoked_at.is_(None),
+            tokens.expires_at > bindparam("now"),
+            # Tokens stored before the absolute lifetime existed may expire later than it.
+            tokens.session_started_at > bindparam("started_after"),
+            live_account,
+        )
+        .values(rotated_at=bindparam("now"))
+        .returning(
+            tokens.family_id, tokens.user_id, tokens.organization_id, tokens.session_started_at
+        )
+    )
+
+
+# Built once: its cache key is memoized on the statement, so no request rebuilds it.
+_CLAIM = _claim_statement()
+_INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
+
+
+async def _refusal(
+    session: AsyncSession, runtime: Runtime, token_hash: str, now: datetime
+) -> Row[Any]:
+    """Why a token could not be claimed: raises ``InvalidToken``, or returns the row of a
+    token that was already rotated (reuse: the caller revokes its family).
+
+    Only refused refreshes come here, so the extra read costs nothing on the hot path.
+    """
+    tokens = _REFRESH_TOKENS.c
+    token = (
+        await session.execute(
+            select(
+                tokens.family_id,
+                tokens.user_id,
+                tokens.organization_id,
+                tokens.session_started_at,
+                tokens.rotated_at,
+                tokens.revoked_at,
+                tokens.expires_at,
+            ).where(tokens.token_hash == token_hash)
+        )
+    ).first()
+    if (
+        token is None
+        or token.revoked_at is not None
+        or token.expires_at <= now
+        or session_ends_at(runtime, token.session_started_at) <= now
+        # Not rotated: the account is what refused it (inactive user, deleted organization).
+        or token.rotated_at is None
+    ):
+        raise InvalidToken
+    return token
+
+
 async def _rotate_refresh_token(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
     now = utcnow()
-    reused_family: uuid.UUID | None = None
-    reuser: dict[str, str] = {}
+    token_hash = hash_token(raw_token)
     async with runtime.db.transaction() as session:
-        token = await session.scalar(
-            select(RefreshToken).where(RefreshToken.token_hash == hash_token(raw_token))
-        )
-        if (
-            token is None
-            or token.revoked_at is not None
-            or token.expires_at <= now
-            # Tokens stored before the absolute lifetime existed may expire later than it.
-            or session_ends_at(runtime, token.session_started_at) <= now
-        ):
-            raise InvalidToken
-        claimed = await session.execute(
-            update(RefreshToken)
-            .where(
-                RefreshToken.id == token.id,
-                RefreshToken.rotated_at.is_(None),
-                RefreshToken.revoked_at.is_(None),
-            )
-            .values(rotated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount == 0:  # type: ignore[attr-defined]
-            reused_family = token.family_id
-            await revoke_refresh_family(session, token.family_id)
-            reuser = {"user_id": str(token.user_id), "organization_id": str(token.organization_id)}
-            observe_session_end(runtime, token.session_started_at)
+        lifetime = timedelta(seconds=runtime.settings.session_absolute_lifetime_seconds)
+        claim = {"presented_hash": token_hash, "now": now, "started_after": now - lifetime}
+        claimed = (await session.execute(_CLAIM, claim)).first()
+        if claimed is None:
+            reused = await _refusal(session, runtime, token_hash, now)
+            await revoke_refresh_family(session, reused.family_id)
+            observe_session_end(runtime, reused.session_started_at)
             record_audit_event(
                 session,
                 AuditEventType.REFRESH_TOKEN_REUSED,
                 meta=meta,
-                organization_id=token.organization_id,
-                actor_id=token.user_id,
+                organization_id=reused.organization_id,
+                actor_id=reused.user_id,
                 target_type="session",
-                target_id=token.family_id,
+                target_id=reused.family_id,
                 outcome=Outcome.FAILURE,
             )
         else:
-            row = (
-                await session.execute(
-                    select(User, Organization)
-                    .join(Organization, Organization.id == User.organization_id)
-                    .where(User.id == token.user_id)
-                )
-            ).one()
-            user, organization = row
-            if not user.is_active or organization.is_deleted:
-                raise InvalidToken
             pair = await issue_token_pair(
                 session,
                 runtime,
-                user,
-                family_id=token.family_id,
-                session_started_at=token.session_started_at,
+                user_id=claimed.user_id,
+                organization_id=claimed.organization_id,
+                family_id=claimed.family_id,
+                session_started_at=claimed.session_started_at,
             )
-            record_audit_event(
+            await write_audit_event(
                 session,
                 AuditEventType.TOKEN_REFRESHED,
                 meta=meta,
-                organization_id=user.organization_id,
-                actor_id=user.id,
+                organization_id=claimed.organization_id,
+                actor_id=claimed.user_id,
                 target_type="session",
-                target_id=token.family_id,
+                target_id=claimed.family_id,
             )
-    if reused_family is not None:
-        await revoke_family_access(
-            runtime.kv, reused_family, runtime.settings.access_token_ttl_seconds
-        )
-        emit_security_event(
-            SecurityEventType.REFRESH_TOKEN_REUSE,
-            "Refresh token reuse: session family revoked",
-            metrics=runtime.metrics,
-            reason="rotated_token_presented",
-            session_id=str(reused_family),
-            user_id=reuser.get("user_id"),
-            organization_id=reuser.get("organization_id"),
-        )
-        raise InvalidToken("The refresh token was already used", code="REFRESH_TOKEN_REUSED")
-    return pair
+            return pair
+    # Committed: the family is revoked and the reuse audited; now deny its access tokens.
+    await revoke_family_access(
+        runtime.kv, reused.family_id, runtime.settings.access_token_ttl_seconds
+    )
+    emit_security_event(
+        SecurityEventType.REFRESH_TOKEN_REUSE,
+        "Refresh token reuse: session family revoked",
+        metrics=runtime.metrics,
+        reason="rotated_token_presented",
+        session_id=str(reused.family_id),
+        user_id=str(reused.user_id),
+        organization_id=str(reused.organization_id),
+    )
+    raise InvalidToken("The refresh token was already used", code="REFRESH_TOKEN_REUSED")
 
 
 async def revoke_refresh_family(session: AsyncSession, family_id: uuid.UUID) -> None:
