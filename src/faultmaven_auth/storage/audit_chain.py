@@ -114,6 +114,15 @@ _SET_HASH = (
     update(_HEADS).where(_HEADS.c.chain_key == bindparam("key")).values(hash=bindparam("head_hash"))
 )
 _INSERT_EVENT = insert(_EVENTS)
+# PostgreSQL: the event's INSERT rides along with the head's hash UPDATE (a
+# data-modifying WITH), one round trip instead of two.
+_INSERT_EVENT_AND_SET_HASH = _SET_HASH.add_cte(
+    insert(_EVENTS)
+    .values(
+        {name: bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS}
+    )
+    .cte("appended_event")
+)
 
 
 def _advance_head(session: Session, key: str, count: int) -> tuple[int, str]:
@@ -188,8 +197,14 @@ def append_event(session: Session, audit_event: AuditEvent) -> None:
     key = chain_key(audit_event.organization_id)
     previous_seq, previous_hash = _advance_head(session, key, 1)
     head_hash = _link(audit_event, previous_seq + 1, previous_hash)
-    session.execute(_INSERT_EVENT, {name: getattr(audit_event, name) for name in _EVENT_COLUMNS})
-    _set_head_hash(session, key, head_hash)
+    if session.get_bind().dialect.name == "postgresql":
+        fields = {f"event_{name}": getattr(audit_event, name) for name in _EVENT_COLUMNS}
+        session.execute(_INSERT_EVENT_AND_SET_HASH, {"key": key, "head_hash": head_hash, **fields})
+    else:
+        session.execute(
+            _INSERT_EVENT, {name: getattr(audit_event, name) for name in _EVENT_COLUMNS}
+        )
+        _set_head_hash(session, key, head_hash)
     # The ORM's flush events never see this event: whoever ships committed events
     # (security.audit_export) finds it here.
     session.info.setdefault(APPENDED_EVENTS, []).append(audit_event)
