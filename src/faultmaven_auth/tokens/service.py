@@ -1,10 +1,7 @@
-"""Sessions: login, refresh rotation with reuse detection, logout, introspection.
+"""Sessions: login, token issue, logout and revocation (refresh rotation: ``rotation``).
 
-A session is a *family* of refresh tokens that begins at login. Each refresh rotates the
-token: the presented one is marked rotated (atomically, so two concurrent refreshes
-cannot both succeed) and a successor is issued in the same family. Presenting a token
-that was already rotated means a copy is in someone else's hands: the whole family is
-revoked, its access tokens too, and the reuse is audited.
+A session is a *family* of refresh tokens that begins at login; each refresh rotates
+the token within the family (``tokens.rotation``).
 
 A session also has an absolute lifetime (``SESSION_ABSOLUTE_LIFETIME_SECONDS`` from its
 login): rotation never issues a token that outlives it, and after it refresh is refused.
@@ -26,12 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
-    Row,
     Select,
     Table,
-    Update,
     and_,
-    bindparam,
     case,
     func,
     insert,
@@ -40,12 +34,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from faultmaven_auth.audit.events import AuditEventType, Outcome
+from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event, write_audit_event
-from faultmaven_auth.errors import InvalidCredentials, InvalidToken, TooManyRequests
+from faultmaven_auth.errors import InvalidCredentials, TooManyRequests
 from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
-from faultmaven_auth.security.events import SecurityEventType, emit_security_event
 from faultmaven_auth.security.lockout import begin_login_attempt
 from faultmaven_auth.storage.ids import uuid7
 from faultmaven_auth.storage.kv import StoreUnavailable
@@ -62,9 +55,9 @@ logger = logging.getLogger("faultmaven_auth.tokens")
 REFRESH_TOKEN_PREFIX = "fmr_"
 # Refresh and login write tokens with Core statements: the ORM's unit of work would cost
 # more than the row.
-_REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
+REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
 _USERS = cast(Table, User.__table__)
-_ORGANIZATIONS = cast(Table, Organization.__table__)
+_INSERT_REFRESH_TOKEN = insert(REFRESH_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -103,7 +96,7 @@ async def issue_token_pair(
     family = family_id or uuid.uuid4()
     started = session_started_at or now
     session_end = session_ends_at(runtime, started)
-    raw = REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    raw = new_refresh_token()
     ttl = timedelta(seconds=runtime.settings.refresh_token_ttl_seconds)
     await session.execute(
         _INSERT_REFRESH_TOKEN,
@@ -120,17 +113,33 @@ async def issue_token_pair(
             "session_started_at": started,
         },
     )
+    return signed_pair(runtime, raw, user_id, organization_id, family, session_end)
+
+
+def new_refresh_token() -> str:
+    return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def signed_pair(
+    runtime: Runtime,
+    refresh_token: str,
+    user_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    family_id: uuid.UUID,
+    session_end: datetime,
+) -> TokenPair:
+    """``refresh_token`` (stored by the caller) with a new access token of its session."""
     access = runtime.access_tokens.issue(
         user_id=user_id,
         organization_id=organization_id,
-        session_id=family,
+        session_id=family_id,
         not_after=session_end,
     )
     runtime.metrics.token_issued("access")
     runtime.metrics.token_issued("refresh")
     return TokenPair(
         access_token=access.token,
-        refresh_token=raw,
+        refresh_token=refresh_token,
         expires_in=int((access.claims.expires_at - access.claims.issued_at).total_seconds()),
         user_id=user_id,
         organization_id=organization_id,
@@ -256,151 +265,6 @@ async def record_auth_attempt(runtime: Runtime, method: str, success: bool, star
             "Could not count the authentication attempt in the key-value store",
             extra={"event_type": "telemetry_store_error", "reason": type(exc.__cause__).__name__},
         )
-
-
-async def refresh_session(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
-    """Rotate a refresh token; an already-rotated one revokes its whole family."""
-    started = time.perf_counter()
-    try:
-        pair = await _rotate_refresh_token(runtime, raw_token, meta)
-    except InvalidToken:
-        await record_auth_attempt(runtime, "refresh", False, started)
-        raise
-    await record_auth_attempt(runtime, "refresh", True, started)
-    return pair
-
-
-def _claim_statement() -> Update:
-    """Mark the presented token rotated if, and only if, it may be exchanged now.
-
-    One statement decides and claims: two concurrent refreshes of the same token cannot
-    both match (PostgreSQL re-checks the WHERE on the updated row; SQLite runs writers
-    one at a time). It also requires a live account: an inactive user or a deleted
-    organization matches nothing, and ``_refusal`` says why.
-    """
-    tokens = _REFRESH_TOKENS.c
-    users, organizations = _USERS.c, _ORGANIZATIONS.c
-    live_account = (
-        select(users.id)
-        .join(_ORGANIZATIONS, organizations.id == users.organization_id)
-        .where(
-            users.id == tokens.user_id,
-            users.is_active.is_(True),
-            organizations.deleted_at.is_(None),
-        )
-        .exists()
-    )
-    return (
-        update(_REFRESH_TOKENS)
-        .where(
-            tokens.token_hash == bindparam("presented_hash"),
-            tokens.rotated_at.is_(None),
-            tokens.revoked_at.is_(None),
-            tokens.expires_at > bindparam("now"),
-            # Tokens stored before the absolute lifetime existed may expire later than it.
-            tokens.session_started_at > bindparam("started_after"),
-            live_account,
-        )
-        .values(rotated_at=bindparam("now"))
-        .returning(
-            tokens.family_id, tokens.user_id, tokens.organization_id, tokens.session_started_at
-        )
-    )
-
-
-# Built once: its cache key is memoized on the statement, so no request rebuilds it.
-_CLAIM = _claim_statement()
-_INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
-
-
-async def _refusal(
-    session: AsyncSession, runtime: Runtime, token_hash: str, now: datetime
-) -> Row[Any]:
-    """Why a token could not be claimed: raises ``InvalidToken``, or returns the row of a
-    token that was already rotated (reuse: the caller revokes its family).
-
-    Only refused refreshes come here, so the extra read costs nothing on the hot path.
-    """
-    tokens = _REFRESH_TOKENS.c
-    token = (
-        await session.execute(
-            select(
-                tokens.family_id,
-                tokens.user_id,
-                tokens.organization_id,
-                tokens.session_started_at,
-                tokens.rotated_at,
-                tokens.revoked_at,
-                tokens.expires_at,
-            ).where(tokens.token_hash == token_hash)
-        )
-    ).first()
-    if (
-        token is None
-        or token.revoked_at is not None
-        or token.expires_at <= now
-        or session_ends_at(runtime, token.session_started_at) <= now
-        # Not rotated: the account is what refused it (inactive user, deleted organization).
-        or token.rotated_at is None
-    ):
-        raise InvalidToken
-    return token
-
-
-async def _rotate_refresh_token(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
-    now = utcnow()
-    token_hash = hash_token(raw_token)
-    async with runtime.db.transaction() as session:
-        lifetime = timedelta(seconds=runtime.settings.session_absolute_lifetime_seconds)
-        claim = {"presented_hash": token_hash, "now": now, "started_after": now - lifetime}
-        claimed = (await session.execute(_CLAIM, claim)).first()
-        if claimed is None:
-            reused = await _refusal(session, runtime, token_hash, now)
-            await revoke_refresh_family(session, reused.family_id)
-            observe_session_end(runtime, reused.session_started_at)
-            record_audit_event(
-                session,
-                AuditEventType.REFRESH_TOKEN_REUSED,
-                meta=meta,
-                organization_id=reused.organization_id,
-                actor_id=reused.user_id,
-                target_type="session",
-                target_id=reused.family_id,
-                outcome=Outcome.FAILURE,
-            )
-        else:
-            pair = await issue_token_pair(
-                session,
-                runtime,
-                user_id=claimed.user_id,
-                organization_id=claimed.organization_id,
-                family_id=claimed.family_id,
-                session_started_at=claimed.session_started_at,
-            )
-            await write_audit_event(
-                session,
-                AuditEventType.TOKEN_REFRESHED,
-                meta=meta,
-                organization_id=claimed.organization_id,
-                actor_id=claimed.user_id,
-                target_type="session",
-                target_id=claimed.family_id,
-            )
-            return pair
-    # Committed: the family is revoked and the reuse audited; now deny its access tokens.
-    await revoke_family_access(
-        runtime.kv, reused.family_id, runtime.settings.access_token_ttl_seconds
-    )
-    emit_security_event(
-        SecurityEventType.REFRESH_TOKEN_REUSE,
-        "Refresh token reuse: session family revoked",
-        metrics=runtime.metrics,
-        reason="rotated_token_presented",
-        session_id=str(reused.family_id),
-        user_id=str(reused.user_id),
-        organization_id=str(reused.organization_id),
-    )
-    raise InvalidToken("The refresh token was already used", code="REFRESH_TOKEN_REUSED")
 
 
 async def revoke_refresh_family(session: AsyncSession, family_id: uuid.UUID) -> None:
