@@ -139,6 +139,18 @@ async def test_delete_reports_whether_the_key_existed(store: KeyValueStore) -> N
     assert await store.delete("never-written") is False
 
 
+async def test_delete_many_removes_every_key_and_counts_the_live_ones(
+    store: KeyValueStore,
+) -> None:
+    """delete_many removes all the keys given and answers how many of them existed."""
+    await store.set("first", "v", ttl_seconds=60)
+    await store.set("second", "v", ttl_seconds=60)
+    await store.set("kept", "v", ttl_seconds=60)
+    assert await store.delete_many(["first", "second", "never-written"]) == 2
+    assert await store.get_many(["first", "second", "kept"]) == [None, None, "v"]
+    assert await store.delete_many([]) == 0
+
+
 async def test_get_many_answers_in_order_with_none_for_missing(store: KeyValueStore) -> None:
     """get_many returns one entry per key, in the order asked, None where absent."""
     await store.set("a", "1", ttl_seconds=60)

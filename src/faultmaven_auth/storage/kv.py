@@ -76,6 +76,10 @@ class KeyValueStore(Protocol):
 
     async def delete(self, key: str) -> bool: ...
 
+    async def delete_many(self, keys: list[str]) -> int:
+        """Delete every key in one round trip; how many of them were live."""
+        ...
+
     async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
         """Record ``member`` as seen now in the set ``key`` (the set expires after TTL)."""
         ...
@@ -179,6 +183,9 @@ class MemoryStore:
         live = self._live(key) is not None
         self._data.pop(key, None)
         return live
+
+    async def delete_many(self, keys: list[str]) -> int:
+        return sum([await self.delete(key) for key in set(keys)])
 
     async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
         _check_ttl(ttl_seconds)
@@ -326,6 +333,12 @@ class RedisStore:
     async def delete(self, key: str) -> bool:
         async with _redis_errors():
             return bool(await self._redis.delete(self._k(key)))
+
+    async def delete_many(self, keys: list[str]) -> int:
+        if not keys:
+            return 0
+        async with _redis_errors():
+            return int(await self._redis.delete(*[self._k(key) for key in keys]))
 
     async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
         _check_ttl(ttl_seconds)
