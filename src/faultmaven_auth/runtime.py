@@ -42,6 +42,8 @@ class Runtime:
 
 # Whatever uses the runtime may reach the database or the store: 503 when they are down.
 @declares_errors(503)
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # ``async`` although it awaits nothing: FastAPI runs a plain ``def`` dependency in a
+    # worker thread, a thread hop on every request that needs the runtime.
     runtime: Runtime = request.app.state.runtime
     return runtime

@@ -106,6 +106,17 @@ async def test_increment_is_atomic_under_concurrency(store: KeyValueStore) -> No
     assert await store.get("concurrent") == "50"
 
 
+async def test_increment_many_counts_each_key_with_its_own_ttl(store: KeyValueStore) -> None:
+    """One call counts several keys like ``increment`` would; each keeps its own TTL."""
+    assert await store.increment("short", ttl_seconds=60) == 1
+    assert await store.increment_many([("short", 1), ("long", 60)]) == [2, 1]
+    assert await store.increment_many([("brief", 1), ("long", 60)]) == [1, 2]
+    await asyncio.sleep(EXPIRY_WAIT)
+    assert await store.get("brief") is None
+    assert await store.get("short") == "2"  # created with 60 s: a later TTL does not shorten it
+    assert await store.get("long") == "2"
+
+
 async def test_increment_ttl_starts_at_creation_and_is_not_extended(
     store: KeyValueStore,
 ) -> None:
@@ -126,6 +137,18 @@ async def test_delete_reports_whether_the_key_existed(store: KeyValueStore) -> N
     assert await store.get("doomed") is None
     assert await store.delete("doomed") is False
     assert await store.delete("never-written") is False
+
+
+async def test_delete_many_removes_every_key_and_counts_the_live_ones(
+    store: KeyValueStore,
+) -> None:
+    """delete_many removes all the keys given and answers how many of them existed."""
+    await store.set("first", "v", ttl_seconds=60)
+    await store.set("second", "v", ttl_seconds=60)
+    await store.set("kept", "v", ttl_seconds=60)
+    assert await store.delete_many(["first", "second", "never-written"]) == 2
+    assert await store.get_many(["first", "second", "kept"]) == [None, None, "v"]
+    assert await store.delete_many([]) == 0
 
 
 async def test_get_many_answers_in_order_with_none_for_missing(store: KeyValueStore) -> None:

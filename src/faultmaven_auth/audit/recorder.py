@@ -1,4 +1,4 @@
-"""Writes audit events into the caller's session, so they commit or roll back with it."""
+"""Writes audit events into the caller's transaction, so they commit or roll back with it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from faultmaven_auth.errors import PermissionDenied
 from faultmaven_auth.hostile_input import printable
 from faultmaven_auth.storage.db import Database
 from faultmaven_auth.storage.models import AuditEvent
+
+# isort: split
+# After the models: importing them imports audit_chain (to install its listener) and
+# audit_chain imports them, so audit_chain must never be the first of the two loaded.
+from faultmaven_auth.storage.audit_chain import append_event
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,49 @@ def record_audit_event(
     outcome: Outcome = Outcome.SUCCESS,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    event = AuditEvent(
+    """Add the event to the session: it is linked and written when the session flushes."""
+    event = _new_event(
+        event_type, meta, organization_id, actor_id, target_type, target_id, outcome, details
+    )
+    session.add(event)
+    return event
+
+
+async def write_audit_event(
+    session: AsyncSession,
+    event_type: AuditEventType,
+    *,
+    meta: RequestMeta,
+    organization_id: uuid.UUID | None,
+    actor_id: uuid.UUID | None,
+    target_type: str | None = None,
+    target_id: uuid.UUID | str | None = None,
+    outcome: Outcome = Outcome.SUCCESS,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Link and insert the event now with Core statements (``audit_chain.append_event``).
+
+    For hot paths whose transaction otherwise needs no ORM flush (refresh, login): the
+    same event in the same transaction, without the unit of work's cost.
+    """
+    event = _new_event(
+        event_type, meta, organization_id, actor_id, target_type, target_id, outcome, details
+    )
+    await session.run_sync(append_event, event)
+    return event
+
+
+def _new_event(
+    event_type: AuditEventType,
+    meta: RequestMeta,
+    organization_id: uuid.UUID | None,
+    actor_id: uuid.UUID | None,
+    target_type: str | None,
+    target_id: uuid.UUID | str | None,
+    outcome: Outcome,
+    details: dict[str, Any] | None,
+) -> AuditEvent:
+    return AuditEvent(
         organization_id=organization_id,
         actor_id=actor_id,
         event_type=event_type.value,
@@ -50,8 +97,6 @@ def record_audit_event(
         request_id=meta.request_id,
         details=details or {},
     )
-    session.add(event)
-    return event
 
 
 @asynccontextmanager

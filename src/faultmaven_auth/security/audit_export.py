@@ -21,6 +21,10 @@ from faultmaven_auth.audit.schemas import AuditEventOut
 from faultmaven_auth.security.events import SCHEMA_VERSION
 from faultmaven_auth.storage.models import AuditEvent
 
+# isort: split
+# After the models, which import audit_chain first (see audit.recorder).
+from faultmaven_auth.storage.audit_chain import APPENDED_EVENTS
+
 AUDIT_LOGGER_NAME = "audit"
 AUDIT_EVENT_TYPE = "audit_event"
 _PENDING = "faultmaven_audit_export"
@@ -32,17 +36,24 @@ audit_logger.setLevel(logging.INFO)
 
 def _collect(session: Session, _context: UOWTransaction) -> None:
     # After a flush the "new" list still names what was just inserted.
-    flushed = [
-        AuditEventOut.model_validate(obj).model_dump(mode="json")
-        for obj in session.new
-        if isinstance(obj, AuditEvent)
-    ]
+    flushed = [_as_exported(obj) for obj in session.new if isinstance(obj, AuditEvent)]
     if flushed:
         session.info.setdefault(_PENDING, []).extend(flushed)
 
 
+def _as_exported(audit_event: AuditEvent) -> dict[str, Any]:
+    exported: dict[str, Any] = AuditEventOut.model_validate(audit_event).model_dump(mode="json")
+    return exported
+
+
 def _ship(session: Session) -> None:
-    for audit in session.info.pop(_PENDING, []):
+    pending: list[dict[str, Any]] = session.info.pop(_PENDING, [])
+    # Events written with Core statements (``audit_chain.append_event``) skip the flush.
+    appended = [_as_exported(obj) for obj in session.info.pop(APPENDED_EVENTS, [])]
+    if appended:
+        # Ids are UUIDv7 taken in chain order: sorting restores the order they were written.
+        pending = sorted(pending + appended, key=lambda audit: str(audit["id"]))
+    for audit in pending:
         audit_logger.info(
             "Audit event",
             extra={
@@ -55,6 +66,7 @@ def _ship(session: Session) -> None:
 
 def _discard(session: Session, *_: Any) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(APPENDED_EVENTS, None)
 
 
 _LISTENERS = (("after_flush", _collect), ("after_commit", _ship), ("after_rollback", _discard))

@@ -158,8 +158,7 @@ class LoginAttempt:
         """The right password was given: forget the account's failures (best effort)."""
         counter, _, history = _keys(self.account)
         try:
-            await self.runtime.kv.delete(counter)
-            await self.runtime.kv.delete(history)
+            await self.runtime.kv.delete_many([counter, history])  # one round trip
         except StoreUnavailable as exc:
             # The session is committed: a 503 now would deny a login that happened, even
             # when failing closed. A count left standing only brings a lock one step

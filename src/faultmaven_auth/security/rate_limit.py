@@ -55,10 +55,16 @@ async def seconds_until_allowed(
 ) -> float | None:
     """Count this request in every window; None when allowed, else seconds to wait."""
     now = clock()
+    windows = [int(now // period) for _, period in limits]
+    # Every window in one round trip to the store.
+    counts = await kv.increment_many(
+        [
+            (f"rl:{scope}:{client}:{period}:{window}", period)
+            for (_, period), window in zip(limits, windows, strict=True)
+        ]
+    )
     wait: float | None = None
-    for limit, period in limits:
-        window = int(now // period)
-        count = await kv.increment(f"rl:{scope}:{client}:{period}:{window}", period)
+    for (limit, period), window, count in zip(limits, windows, counts, strict=True):
         if count > limit:
             wait = max(wait or 0.0, (window + 1) * period - now)
     return wait

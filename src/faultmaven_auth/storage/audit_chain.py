@@ -7,11 +7,13 @@ removing or reordering a stored event breaks every link after it.
 
 The links are made by a ``before_flush`` listener on every ORM session, not by the code
 that records events: whoever adds an ``AuditEvent`` to a session gets a chained event,
-in the same transaction. Appends are serialized per chain through its row in
-``audit_chain_heads``: the listener's first statement advances the head (an UPDATE, so
-PostgreSQL locks that row until commit and SQLite takes its single write lock), and only
-then reads the previous hash, so two transactions can never link to the same
-predecessor. Rolled-back transactions roll the head back with their events.
+in the same transaction. Hot paths (refresh, login) skip the ORM's flush with
+``append_event``, which links and inserts one event through the same head with Core
+statements. Appends are serialized per chain through its row in ``audit_chain_heads``:
+the first statement of an append advances the head (an UPDATE, so PostgreSQL locks that
+row until commit and SQLite takes its single write lock), and only then reads the
+previous hash, so two transactions can never link to the same predecessor. Rolled-back
+transactions roll the head back with their events.
 
 The canonical document (version 1) is what verifiers outside this service recompute:
 UTF-8 JSON with sorted keys, no whitespace, non-ASCII kept as is, of ``v`` (1), ``seq``,
@@ -30,7 +32,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, event, insert, update
+from sqlalchemy import Table, bindparam, event, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, UOWTransaction
@@ -42,8 +44,12 @@ from faultmaven_auth.storage.models.base import utcnow
 GENESIS_HASH = "0" * 64
 PLATFORM_CHAIN = "platform"
 CANONICAL_VERSION = 1
-# Core statements on the head table: nothing here needs the ORM's bookkeeping mid-flush.
+# ``Session.info`` key: events ``append_event`` wrote in the session's transaction.
+APPENDED_EVENTS = "faultmaven_audit_appended"
+# Core statements: nothing here needs the ORM's bookkeeping mid-flush.
 _HEADS = cast(Table, AuditChainHead.__table__)
+_EVENTS = cast(Table, AuditEvent.__table__)
+_EVENT_COLUMNS = tuple(_EVENTS.c.keys())
 
 
 def chain_key(organization_id: uuid.UUID | None) -> str:
@@ -96,22 +102,40 @@ def _as_stored(details: dict[str, Any] | None) -> dict[str, Any]:
     return stored
 
 
+# Built once: a statement's cache key is memoized on it, so reusing one skips the
+# per-call construction and key generation that would cost more than the hashing.
+_ADVANCE = (
+    update(_HEADS)
+    .where(_HEADS.c.chain_key == bindparam("key"))
+    .values(seq=_HEADS.c.seq + bindparam("count"))
+    .returning(_HEADS.c.seq, _HEADS.c.hash)
+)
+_SET_HASH = (
+    update(_HEADS).where(_HEADS.c.chain_key == bindparam("key")).values(hash=bindparam("head_hash"))
+)
+_INSERT_EVENT = insert(_EVENTS)
+# PostgreSQL: the event's INSERT rides along with the head's hash UPDATE (a
+# data-modifying WITH), one round trip instead of two.
+_INSERT_EVENT_AND_SET_HASH = _SET_HASH.add_cte(
+    insert(_EVENTS)
+    .values(
+        {name: bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS}
+    )
+    .cte("appended_event")
+)
+
+
 def _advance_head(session: Session, key: str, count: int) -> tuple[int, str]:
     """Reserve ``count`` positions on chain ``key``; returns the head before them.
 
     The UPDATE comes first so the head row is locked (PostgreSQL) or the database's
     write lock is held (SQLite) before the previous hash is read.
     """
-    table = _HEADS
-    advance = (
-        update(table)
-        .where(table.c.chain_key == key)
-        .values(seq=table.c.seq + count)
-        .returning(table.c.seq, table.c.hash)
-    )
-    row = session.execute(advance).one_or_none()
+    params = {"key": key, "count": count}
+    row = session.execute(_ADVANCE, params).one_or_none()
     if row is None:
         # First event of this chain: create its head, tolerating a concurrent creator.
+        table = _HEADS
         dialect = session.get_bind().dialect.name
         make = pg_insert if dialect == "postgresql" else sqlite_insert
         values = {"chain_key": key, "seq": 0, "hash": GENESIS_HASH}
@@ -119,14 +143,13 @@ def _advance_head(session: Session, key: str, count: int) -> tuple[int, str]:
             session.execute(make(table).values(values).on_conflict_do_nothing())
         else:  # pragma: no cover - only the two supported backends exist
             session.execute(insert(table).values(values))
-        row = session.execute(advance).one()
+        row = session.execute(_ADVANCE, params).one()
     seq, head_hash = int(row[0]), str(row[1])
     return seq - count, head_hash
 
 
 def _set_head_hash(session: Session, key: str, head_hash: str) -> None:
-    table = _HEADS
-    session.execute(update(table).where(table.c.chain_key == key).values(hash=head_hash))
+    session.execute(_SET_HASH, {"key": key, "head_hash": head_hash})
 
 
 def link_new_audit_events(session: Session, _context: UOWTransaction, _instances: Any) -> None:
@@ -143,17 +166,48 @@ def link_new_audit_events(session: Session, _context: UOWTransaction, _instances
         events = chains[key]
         previous_seq, previous_hash = _advance_head(session, key, len(events))
         for offset, audit_event in enumerate(events, start=1):
-            # Id and time are taken under the lock, so a chain's order is also its
-            # time order (for events this service stamps itself).
-            if audit_event.id is None:
-                audit_event.id = uuid7()
-            if audit_event.occurred_at is None:
-                audit_event.occurred_at = utcnow()
-            audit_event.details = _as_stored(audit_event.details)
-            audit_event.chain_seq = previous_seq + offset
-            audit_event.prev_hash = previous_hash
-            audit_event.hash = previous_hash = event_hash(audit_event)
+            previous_hash = _link(audit_event, previous_seq + offset, previous_hash)
         _set_head_hash(session, key, previous_hash)
+
+
+def _link(audit_event: AuditEvent, seq: int, previous_hash: str) -> str:
+    """Give ``audit_event`` its place ``seq`` after ``previous_hash``; returns its hash.
+
+    Called with the chain's head locked: id and time are taken under the lock, so a
+    chain's order is also its time order (for events this service stamps itself).
+    """
+    if audit_event.id is None:
+        audit_event.id = uuid7()
+    if audit_event.occurred_at is None:
+        audit_event.occurred_at = utcnow()
+    audit_event.details = _as_stored(audit_event.details)
+    audit_event.chain_seq = seq
+    audit_event.prev_hash = previous_hash
+    audit_event.hash = event_hash(audit_event)
+    return audit_event.hash
+
+
+def append_event(session: Session, audit_event: AuditEvent) -> None:
+    """Link and insert one event now, with Core statements, outside the ORM's flush.
+
+    For hot paths (every refresh writes an event): the unit of work costs more than the
+    event itself. ``audit_event`` only carries the fields and never joins the session;
+    the chain is the same as the listener's (same head, lock and canonical document).
+    """
+    key = chain_key(audit_event.organization_id)
+    previous_seq, previous_hash = _advance_head(session, key, 1)
+    head_hash = _link(audit_event, previous_seq + 1, previous_hash)
+    if session.get_bind().dialect.name == "postgresql":
+        fields = {f"event_{name}": getattr(audit_event, name) for name in _EVENT_COLUMNS}
+        session.execute(_INSERT_EVENT_AND_SET_HASH, {"key": key, "head_hash": head_hash, **fields})
+    else:
+        session.execute(
+            _INSERT_EVENT, {name: getattr(audit_event, name) for name in _EVENT_COLUMNS}
+        )
+        _set_head_hash(session, key, head_hash)
+    # The ORM's flush events never see this event: whoever ships committed events
+    # (security.audit_export) finds it here.
+    session.info.setdefault(APPENDED_EVENTS, []).append(audit_event)
 
 
 def install_audit_chain() -> None:

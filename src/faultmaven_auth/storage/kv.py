@@ -58,6 +58,10 @@ class KeyValueStore(Protocol):
         """Add one atomically; the TTL starts when the key is created, not on each call."""
         ...
 
+    async def increment_many(self, counters: list[tuple[str, int]]) -> list[int]:
+        """``increment`` for each ``(key, ttl_seconds)``, in one round trip; the new values."""
+        ...
+
     async def reserve_attempt(
         self, key: str, *, lock_key: str, now: float, window_seconds: int
     ) -> Reservation:
@@ -81,6 +85,10 @@ class KeyValueStore(Protocol):
         ...
 
     async def delete(self, key: str) -> bool: ...
+
+    async def delete_many(self, keys: list[str]) -> int:
+        """Delete every key in one round trip; how many of them were live."""
+        ...
 
     async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
         """Record ``member`` as seen now in the set ``key`` (the set expires after TTL)."""
@@ -160,6 +168,9 @@ class MemoryStore:
             self._data[key] = (str(value), self._data[key][1])
             return value
 
+    async def increment_many(self, counters: list[tuple[str, int]]) -> list[int]:
+        return [await self.increment(key, ttl) for key, ttl in counters]
+
     async def reserve_attempt(
         self, key: str, *, lock_key: str, now: float, window_seconds: int
     ) -> Reservation:
@@ -190,6 +201,9 @@ class MemoryStore:
         live = self._live(key) is not None
         self._data.pop(key, None)
         return live
+
+    async def delete_many(self, keys: list[str]) -> int:
+        return sum([await self.delete(key) for key in set(keys)])
 
     async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
         _check_ttl(ttl_seconds)
@@ -323,6 +337,16 @@ class RedisStore:
             count, _ = await pipe.execute()
         return int(count)
 
+    async def increment_many(self, counters: list[tuple[str, int]]) -> list[int]:
+        for _, ttl_seconds in counters:
+            _check_ttl(ttl_seconds)
+        async with _redis_errors(), self._redis.pipeline(transaction=True) as pipe:
+            for key, ttl_seconds in counters:
+                pipe.incr(self._k(key))
+                pipe.expire(self._k(key), ttl_seconds, nx=True)
+            replies = await pipe.execute()
+        return [int(count) for count in replies[::2]]
+
     async def reserve_attempt(
         self, key: str, *, lock_key: str, now: float, window_seconds: int
     ) -> Reservation:
@@ -343,6 +367,12 @@ class RedisStore:
     async def delete(self, key: str) -> bool:
         async with _redis_errors():
             return bool(await self._redis.delete(self._k(key)))
+
+    async def delete_many(self, keys: list[str]) -> int:
+        if not keys:
+            return 0
+        async with _redis_errors():
+            return int(await self._redis.delete(*[self._k(key) for key in keys]))
 
     async def touch_member(self, key: str, member: str, ttl_seconds: int) -> None:
         _check_ttl(ttl_seconds)

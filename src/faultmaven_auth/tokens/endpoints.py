@@ -21,7 +21,7 @@ from faultmaven_auth.rbac.dependencies import (
 )
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.security.rate_limit import RateLimitScope, enforce_rate_limit
-from faultmaven_auth.tokens import introspection, service
+from faultmaven_auth.tokens import introspection, rotation, service
 from faultmaven_auth.tokens.schemas import (
     LoginRequest,
     MeResponse,
@@ -62,7 +62,7 @@ async def refresh(
 ) -> TokenResponse:
     meta = request_meta(request)
     await enforce_rate_limit(runtime, RateLimitScope.REFRESH, meta)
-    pair = await service.refresh_session(runtime, body.refresh_token, meta)
+    pair = await rotation.refresh_session(runtime, body.refresh_token, meta)
     return _tokens(pair)
 
 

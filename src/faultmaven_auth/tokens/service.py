@@ -1,10 +1,7 @@
-"""Sessions: login, refresh rotation with reuse detection, logout, introspection.
+"""Sessions: login, token issue, logout and revocation (refresh rotation: ``rotation``).
 
-A session is a *family* of refresh tokens that begins at login. Each refresh rotates the
-token: the presented one is marked rotated (atomically, so two concurrent refreshes
-cannot both succeed) and a successor is issued in the same family. Presenting a token
-that was already rotated means a copy is in someone else's hands: the whole family is
-revoked, its access tokens too, and the reuse is audited.
+A session is a *family* of refresh tokens that begins at login; each refresh rotates
+the token within the family (``tokens.rotation``).
 
 A session also has an absolute lifetime (``SESSION_ABSOLUTE_LIFETIME_SECONDS`` from its
 login): rotation never issues a token that outlives it, and after it refresh is refused.
@@ -23,18 +20,27 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, case, func, select, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    case,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from faultmaven_auth.audit.events import AuditEventType, Outcome
-from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
-from faultmaven_auth.errors import InvalidCredentials, InvalidToken, TooManyRequests
+from faultmaven_auth.audit.events import AuditEventType
+from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event, write_audit_event
+from faultmaven_auth.errors import InvalidCredentials, TooManyRequests
 from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
-from faultmaven_auth.security.events import SecurityEventType, emit_security_event
 from faultmaven_auth.security.lockout import begin_login_attempt
+from faultmaven_auth.storage.ids import uuid7
 from faultmaven_auth.storage.kv import StoreUnavailable
 from faultmaven_auth.storage.models import Organization, RefreshToken, User
 from faultmaven_auth.storage.models.base import utcnow
@@ -47,6 +53,11 @@ from faultmaven_auth.tokens.revocation import (
 logger = logging.getLogger("faultmaven_auth.tokens")
 
 REFRESH_TOKEN_PREFIX = "fmr_"
+# Refresh and login write tokens with Core statements: the ORM's unit of work would cost
+# more than the row.
+REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
+_USERS = cast(Table, User.__table__)
+_INSERT_REFRESH_TOKEN = insert(REFRESH_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -70,47 +81,68 @@ def normalize_email(email: str) -> str:
 async def issue_token_pair(
     session: AsyncSession,
     runtime: Runtime,
-    user: User,
     *,
+    user_id: uuid.UUID,
+    organization_id: uuid.UUID,
     family_id: uuid.UUID | None = None,
     session_started_at: datetime | None = None,
 ) -> TokenPair:
     """A new refresh token (in ``family_id``, or a new family) and its access token.
 
-    Neither outlives the session's absolute end (``session_ends_at``).
+    Neither outlives the session's absolute end (``session_ends_at``). The row is
+    inserted at once with a Core statement: nothing needs it as an ORM object.
     """
     now = utcnow()
     family = family_id or uuid.uuid4()
     started = session_started_at or now
     session_end = session_ends_at(runtime, started)
-    raw = REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(
-        RefreshToken(
-            family_id=family,
-            user_id=user.id,
-            organization_id=user.organization_id,
-            token_hash=hash_token(raw),
-            created_at=now,
-            expires_at=min(
-                now + timedelta(seconds=runtime.settings.refresh_token_ttl_seconds), session_end
-            ),
-            session_started_at=started,
-        )
+    raw = new_refresh_token()
+    ttl = timedelta(seconds=runtime.settings.refresh_token_ttl_seconds)
+    await session.execute(
+        _INSERT_REFRESH_TOKEN,
+        {
+            "id": uuid7(),
+            "family_id": family,
+            "user_id": user_id,
+            "organization_id": organization_id,
+            "token_hash": hash_token(raw),
+            "created_at": now,
+            "expires_at": min(now + ttl, session_end),
+            "rotated_at": None,
+            "revoked_at": None,
+            "session_started_at": started,
+        },
     )
+    return signed_pair(runtime, raw, user_id, organization_id, family, session_end)
+
+
+def new_refresh_token() -> str:
+    return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def signed_pair(
+    runtime: Runtime,
+    refresh_token: str,
+    user_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    family_id: uuid.UUID,
+    session_end: datetime,
+) -> TokenPair:
+    """``refresh_token`` (stored by the caller) with a new access token of its session."""
     access = runtime.access_tokens.issue(
-        user_id=user.id,
-        organization_id=user.organization_id,
-        session_id=family,
+        user_id=user_id,
+        organization_id=organization_id,
+        session_id=family_id,
         not_after=session_end,
     )
     runtime.metrics.token_issued("access")
     runtime.metrics.token_issued("refresh")
     return TokenPair(
         access_token=access.token,
-        refresh_token=raw,
+        refresh_token=refresh_token,
         expires_in=int((access.claims.expires_at - access.claims.issued_at).total_seconds()),
-        user_id=user.id,
-        organization_id=user.organization_id,
+        user_id=user_id,
+        organization_id=organization_id,
     )
 
 
@@ -192,14 +224,16 @@ async def login(
         raise InvalidCredentials
     assert user is not None  # noqa: S101 - narrowed by the reason checks above
     new_hash = await runtime.hasher.hash(password) if result.needs_rehash else None
+    # Core statements only: the user row was read above and needs no reloading (merge).
+    changes: dict[str, Any] = {"last_login_at": utcnow()}
+    if new_hash is not None:
+        changes["password_hash"] = new_hash
     async with runtime.db.transaction() as session:
-        user = await session.merge(user)
-        assert user is not None  # noqa: S101
-        if new_hash is not None:
-            user.password_hash = new_hash
-        user.last_login_at = utcnow()
-        pair = await issue_token_pair(session, runtime, user)
-        record_audit_event(
+        await session.execute(update(_USERS).where(_USERS.c.id == user.id).values(changes))
+        pair = await issue_token_pair(
+            session, runtime, user_id=user.id, organization_id=user.organization_id
+        )
+        await write_audit_event(
             session,
             AuditEventType.LOGIN_SUCCEEDED,
             meta=meta,
@@ -231,103 +265,6 @@ async def record_auth_attempt(runtime: Runtime, method: str, success: bool, star
             "Could not count the authentication attempt in the key-value store",
             extra={"event_type": "telemetry_store_error", "reason": type(exc.__cause__).__name__},
         )
-
-
-async def refresh_session(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
-    """Rotate a refresh token; an already-rotated one revokes its whole family."""
-    started = time.perf_counter()
-    try:
-        pair = await _rotate_refresh_token(runtime, raw_token, meta)
-    except InvalidToken:
-        await record_auth_attempt(runtime, "refresh", False, started)
-        raise
-    await record_auth_attempt(runtime, "refresh", True, started)
-    return pair
-
-
-async def _rotate_refresh_token(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
-    now = utcnow()
-    reused_family: uuid.UUID | None = None
-    reuser: dict[str, str] = {}
-    async with runtime.db.transaction() as session:
-        token = await session.scalar(
-            select(RefreshToken).where(RefreshToken.token_hash == hash_token(raw_token))
-        )
-        if (
-            token is None
-            or token.revoked_at is not None
-            or token.expires_at <= now
-            # Tokens stored before the absolute lifetime existed may expire later than it.
-            or session_ends_at(runtime, token.session_started_at) <= now
-        ):
-            raise InvalidToken
-        claimed = await session.execute(
-            update(RefreshToken)
-            .where(
-                RefreshToken.id == token.id,
-                RefreshToken.rotated_at.is_(None),
-                RefreshToken.revoked_at.is_(None),
-            )
-            .values(rotated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount == 0:  # type: ignore[attr-defined]
-            reused_family = token.family_id
-            await revoke_refresh_family(session, token.family_id)
-            reuser = {"user_id": str(token.user_id), "organization_id": str(token.organization_id)}
-            observe_session_end(runtime, token.session_started_at)
-            record_audit_event(
-                session,
-                AuditEventType.REFRESH_TOKEN_REUSED,
-                meta=meta,
-                organization_id=token.organization_id,
-                actor_id=token.user_id,
-                target_type="session",
-                target_id=token.family_id,
-                outcome=Outcome.FAILURE,
-            )
-        else:
-            row = (
-                await session.execute(
-                    select(User, Organization)
-                    .join(Organization, Organization.id == User.organization_id)
-                    .where(User.id == token.user_id)
-                )
-            ).one()
-            user, organization = row
-            if not user.is_active or organization.is_deleted:
-                raise InvalidToken
-            pair = await issue_token_pair(
-                session,
-                runtime,
-                user,
-                family_id=token.family_id,
-                session_started_at=token.session_started_at,
-            )
-            record_audit_event(
-                session,
-                AuditEventType.TOKEN_REFRESHED,
-                meta=meta,
-                organization_id=user.organization_id,
-                actor_id=user.id,
-                target_type="session",
-                target_id=token.family_id,
-            )
-    if reused_family is not None:
-        await revoke_family_access(
-            runtime.kv, reused_family, runtime.settings.access_token_ttl_seconds
-        )
-        emit_security_event(
-            SecurityEventType.REFRESH_TOKEN_REUSE,
-            "Refresh token reuse: session family revoked",
-            metrics=runtime.metrics,
-            reason="rotated_token_presented",
-            session_id=str(reused_family),
-            user_id=reuser.get("user_id"),
-            organization_id=reuser.get("organization_id"),
-        )
-        raise InvalidToken("The refresh token was already used", code="REFRESH_TOKEN_REUSED")
-    return pair
 
 
 async def revoke_refresh_family(session: AsyncSession, family_id: uuid.UUID) -> None:
