@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from faultmaven_auth.config import Settings
+from faultmaven_auth.errors import LoginCapacityExceeded
 from faultmaven_auth.identity.passwords import VerifyResult
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.storage.models import User
@@ -76,6 +77,32 @@ async def test_login_upgrades_a_hash_made_with_weaker_parameters(
         # The rehashed password still logs in, on the new and the old deployment alike.
         await login(stronger, account.email, PASSWORD)
     await login(client, account.email, PASSWORD)
+
+
+async def test_login_at_hashing_capacity_succeeds_and_leaves_the_upgrade_for_later(
+    client: httpx.AsyncClient,
+    backend_settings: Settings,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The password was right: a full hashing queue at the upgrade step must not fail the
+    login (503); the old hash stays, and a later login upgrades it."""
+    account = await sign_up(client)
+    old_hash = await stored_password_hash(runtime, account.user_id)
+
+    upgraded = backend_settings.model_copy(update=PRODUCTION_ARGON2)
+    async with running_app(upgraded) as app, client_for(app) as stronger:
+        hasher = app.state.runtime.hasher
+
+        async def at_capacity(password: str) -> str:
+            raise LoginCapacityExceeded(1)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(hasher, "hash", at_capacity)
+            await login(stronger, account.email, PASSWORD)
+        assert await stored_password_hash(app.state.runtime, account.user_id) == old_hash
+        await login(stronger, account.email, PASSWORD)
+        assert "m=19456,t=2,p=1" in await stored_password_hash(app.state.runtime, account.user_id)
 
 
 async def test_login_keeps_a_hash_with_current_parameters(

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event, write_audit_event
-from faultmaven_auth.errors import InvalidCredentials, TooManyRequests
+from faultmaven_auth.errors import InvalidCredentials, LoginCapacityExceeded, TooManyRequests
 from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.lockout import begin_login_attempt
@@ -223,7 +223,7 @@ async def login(
         # Raised outside the span: a refused login is an outcome (auth_success), not an error.
         raise InvalidCredentials
     assert user is not None  # noqa: S101 - narrowed by the reason checks above
-    new_hash = await runtime.hasher.hash(password) if result.needs_rehash else None
+    new_hash = await _rehashed(runtime, password) if result.needs_rehash else None
     # Core statements only: the user row was read above and needs no reloading (merge).
     changes: dict[str, Any] = {"last_login_at": utcnow()}
     if new_hash is not None:
@@ -345,3 +345,15 @@ async def revoke_user_sessions(
 async def revoke_families_access(runtime: Runtime, families: list[uuid.UUID]) -> None:
     for family in families:
         await revoke_family_access(runtime.kv, family, runtime.settings.access_token_ttl_seconds)
+
+
+async def _rehashed(runtime: Runtime, password: str) -> str | None:
+    """The password under the current parameters, or None when hashing is at capacity.
+
+    The password was already proven; refusing the login now would fail a user who typed
+    it right. The upgrade is simply left for a later login.
+    """
+    try:
+        return await runtime.hasher.hash(password)
+    except LoginCapacityExceeded:
+        return None
