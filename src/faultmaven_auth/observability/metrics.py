@@ -41,6 +41,13 @@ POOL_WAIT_BUCKETS = (
 )  # fmt: skip
 
 OTHER = "other"
+# Why a request was refused with a 503 before or while it ran (DESIGN §5: bounded values).
+REFUSAL_REASONS = (
+    "overloaded",  # the worker's request slots stayed full for the queue timeout
+    "store_pool_exhausted",  # no Redis connection came free in time
+    "database_pool_exhausted",  # no database connection came free in time
+    "database_connection_limit",  # PostgreSQL refused a new connection (too many clients)
+)
 
 
 def multiprocess_enabled() -> bool:
@@ -212,6 +219,13 @@ class Metrics:
             "Security events not shipped to a SIEM destination (queue full or shut down)",
             ("destination",),
         )
+        self.http_requests_rejected_total = counter(
+            "http_requests_rejected_total",
+            "Requests refused with 503 at capacity, by what was full",
+            ("reason",),
+        )
+        for reason in REFUSAL_REASONS:
+            self.http_requests_rejected_total.labels(reason)
         self._register_runtime_signals(registry, version=version, commit=commit)
         # Redis pool series exist only when there is a Redis pool (none for the
         # in-process store).
