@@ -196,6 +196,29 @@ def test_several_workers_need_a_shared_store() -> None:
     assert Settings(workers=2, redis_url=REDIS).startup_problems() == []
 
 
+def test_workers_default_to_one_per_core_with_a_shared_store() -> None:
+    """Unset WORKERS: one worker per core with REDIS_URL, one on the in-process store
+    (private to a process); a WORKERS value always wins."""
+    assert Settings(redis_url=REDIS).worker_count(cores=4) == 4
+    assert Settings(redis_url=REDIS).worker_count(cores=1) == 1
+    assert Settings().worker_count(cores=4) == 1
+    assert Settings(workers=3, redis_url=REDIS).worker_count(cores=8) == 3
+    assert Settings(workers=1, redis_url=REDIS).worker_count(cores=8) == 1
+    assert Settings().startup_problems() == []
+
+
+def test_pools_are_sized_from_the_admission_limit() -> None:
+    """Redis connections per worker follow MAX_CONCURRENT_REQUESTS (plus headroom for
+    probes and background work); database overflow follows the pool size; explicit
+    values win."""
+    default = Settings()
+    assert default.redis_pool_size > default.max_concurrent_requests
+    assert Settings(max_concurrent_requests=10).redis_pool_size == 18
+    assert Settings(redis_max_connections=5).redis_pool_size == 5
+    assert Settings(database_pool_size=7).database_pool_overflow == 7
+    assert Settings(database_pool_size=7, database_max_overflow=0).database_pool_overflow == 0
+
+
 def test_create_app_refuses_an_unsafe_configuration() -> None:
     """create_app raises ConfigurationError whose message names each setting to fix."""
     with pytest.raises(ConfigurationError) as production:

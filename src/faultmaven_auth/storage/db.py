@@ -133,9 +133,9 @@ def create_engine(
     else:
         # A server may close idle connections (restarts, failovers): test before use.
         kwargs["pool_pre_ping"] = True
+    if _uses_queue_pool(url):
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size if max_overflow is None else max_overflow
-    if _uses_queue_pool(url):
         kwargs["pool_timeout"] = pool_timeout
         kwargs["poolclass"] = type(
             "MonitoredQueuePool", (MonitoredQueuePool,), {"monitor": pool_monitor}

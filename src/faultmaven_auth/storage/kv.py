@@ -34,10 +34,13 @@ class StoreUnavailable(ServiceUnavailable):
     message = "The key-value store is unavailable"
 
 
-class StoreAtCapacity(DependencyAtCapacity):
-    """Every pooled Redis connection stayed busy for the pool's timeout (counted, logged)."""
+class StoreAtCapacity(StoreUnavailable, DependencyAtCapacity):
+    """Every pooled Redis connection stayed busy for the pool's timeout (counted, logged).
 
-    code = "STORE_UNAVAILABLE"
+    Still a ``StoreUnavailable``: callers that ride out an outage (login protection in
+    fail-open mode, best-effort counters) ride out a full pool the same way.
+    """
+
     message = "The key-value store is at capacity; try again shortly"
     refusal_reason = "store_pool_exhausted"
 
