@@ -17,7 +17,7 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
 
 from faultmaven_auth.app import ConfigurationError, create_app
-from faultmaven_auth.config import Environment, Settings, SigningAlgorithm
+from faultmaven_auth.config import Environment, Settings, SigningAlgorithm, cgroup_cpu_quota
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.storage.migrate import upgrade_async
 from faultmaven_auth.storage.models import RefreshToken, SigningKey, User
@@ -205,6 +205,14 @@ def test_workers_default_to_one_per_core_with_a_shared_store() -> None:
     assert Settings(workers=3, redis_url=REDIS).worker_count(cores=8) == 3
     assert Settings(workers=1, redis_url=REDIS).worker_count(cores=8) == 1
     assert Settings().startup_problems() == []
+
+
+def test_a_container_cpu_quota_caps_the_cores() -> None:
+    """cgroup v2 cpu.max: a quota of 1.5 CPUs allows 2 workers; "max" sets no cap."""
+    assert cgroup_cpu_quota("150000 100000\n") == 2
+    assert cgroup_cpu_quota("100000 100000") == 1
+    assert cgroup_cpu_quota("max 100000") is None
+    assert cgroup_cpu_quota("") is None
 
 
 def test_pools_are_sized_from_the_admission_limit() -> None:

@@ -32,12 +32,32 @@ MIN_ENCRYPTION_KEY_BITS = 80.0
 REDIS_POOL_HEADROOM = 8
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
 def available_cores() -> int:
-    """Cores this process may run on (a container's CPU set), not the host's count."""
+    """Cores this process may use: its CPU set, capped by a container's CPU quota.
+
+    A pod limited to 2 CPUs on a 64-core node sees 64 cores in its CPU set; 64 workers
+    would only add memory and contention there.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        quota = cgroup_cpu_quota(CGROUP_CPU_MAX.read_text())
+    except OSError:  # no cgroup v2 CPU controller here
+        quota = None
+    return max(1, min(cores, quota)) if quota is not None else max(1, cores)
+
+
+def cgroup_cpu_quota(cpu_max: str) -> int | None:
+    """Whole CPUs allowed by a cgroup v2 ``cpu.max`` ("<quota> <period>" or "max ...")."""
+    quota, _, period = cpu_max.strip().partition(" ")
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
 
 
 class Environment(StrEnum):
