@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     workers: int | None = Field(default=None, ge=1)
     # Admission control, per worker: requests running at once, and how long one more may
     # wait for a slot before 503 OVERLOADED. Pools are sized from the limit (docs/sizing).
-    max_concurrent_requests: int = Field(default=64, ge=1)
+    max_concurrent_requests: int = Field(default=32, ge=1)
     request_queue_timeout_seconds: float = Field(default=0.5, ge=0, le=30)
 
     database_url: str = DEFAULT_DATABASE_URL

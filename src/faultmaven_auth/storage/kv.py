@@ -25,7 +25,7 @@ from faultmaven_auth.storage.redis_pool import (
     RedisPoolMonitor,
 )
 
-DEFAULT_MAX_CONNECTIONS = 72  # Settings.redis_pool_size with the default admission limit
+DEFAULT_MAX_CONNECTIONS = 40  # Settings.redis_pool_size with the default admission limit
 DEFAULT_POOL_TIMEOUT_SECONDS = 2.0
 
 
