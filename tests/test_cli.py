@@ -246,6 +246,7 @@ def test_check_config_passes_in_development() -> None:
     assert report["environment"] == "development"
     assert report["problems"] == []
     assert (report["database"], report["store"]) == ("sqlite", "in-process")
+    assert (report["workers"], report["warnings"]) == (1, [])
 
 
 PRODUCTION_KEY = "Zq4vN8wE2rT6yU0iO9pA3sD7fG1hJ5kLxC"

@@ -227,6 +227,19 @@ def test_pools_are_sized_from_the_admission_limit() -> None:
     assert Settings(database_pool_size=7, database_max_overflow=0).database_pool_overflow == 0
 
 
+def test_pool_sizes_that_cannot_fit_are_warned_about() -> None:
+    """5 workers x 20 database connections exceed a default PostgreSQL (97 usable); a
+    Redis pool smaller than the admission limit makes requests wait. Warnings only."""
+    big = Settings(database_url=PG_URL, redis_url=REDIS, workers=5)
+    (warning,) = big.sizing_warnings()
+    assert "100 PostgreSQL connections" in warning
+    assert "DATABASE_POOL_SIZE" in warning
+    assert big.startup_problems() == []
+    assert Settings(database_url=PG_URL, redis_url=REDIS, workers=4).sizing_warnings() == []
+    small_redis = Settings(redis_url=REDIS, workers=1, redis_max_connections=4)
+    assert "REDIS_MAX_CONNECTIONS" in " ".join(small_redis.sizing_warnings())
+
+
 def test_create_app_refuses_an_unsafe_configuration() -> None:
     """create_app raises ConfigurationError whose message names each setting to fix."""
     with pytest.raises(ConfigurationError) as production:

@@ -369,6 +369,8 @@ def check_config() -> None:
         "tracing": settings.tracing_active,
         "metrics": settings.metrics_enabled,
         "signing_keys": key_report,
+        "workers": settings.worker_count(),
+        "warnings": settings.sizing_warnings(),
         "problems": problems,
     }
     click.echo(json.dumps(summary, indent=2))

@@ -30,6 +30,8 @@ MIN_ENCRYPTION_KEY_BITS = 80.0
 # Redis connections per worker beyond the admission limit: probes (/ready is never
 # queued) and background work (key refresh, activity) use the pool too.
 REDIS_POOL_HEADROOM = 8
+# PostgreSQL's default max_connections (100) less its superuser_reserved_connections (3).
+POSTGRES_DEFAULT_CONNECTION_BUDGET = 97
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -405,6 +407,26 @@ class Settings(BaseSettings):
         if not path or path.startswith(":memory:"):
             return None
         return Path(path)
+
+    def sizing_warnings(self, cores: int | None = None) -> list[str]:
+        """Pool sizes that will not fit (for ``check-config``); they do not stop a start."""
+        warnings: list[str] = []
+        workers = self.worker_count(cores)
+        per_worker = self.database_pool_size + self.database_pool_overflow
+        if not self.uses_sqlite and workers * per_worker > POSTGRES_DEFAULT_CONNECTION_BUDGET:
+            warnings.append(
+                f"{workers} workers x (DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW = "
+                f"{per_worker}) = {workers * per_worker} PostgreSQL connections for this "
+                "replica alone, over the 97 a default PostgreSQL allows; every replica "
+                "adds as many (docs/deployment.md, Sizing)"
+            )
+        if not self.uses_in_process_store and self.redis_pool_size < self.max_concurrent_requests:
+            warnings.append(
+                f"REDIS_MAX_CONNECTIONS ({self.redis_pool_size}) is below "
+                f"MAX_CONCURRENT_REQUESTS ({self.max_concurrent_requests}): admitted "
+                "requests will wait for Redis connections"
+            )
+        return warnings
 
     def startup_problems(self) -> list[str]:
         """What keeps this configuration from running safely; empty when it may start."""
