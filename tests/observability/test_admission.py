@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from faultmaven_auth.app import create_app
 from faultmaven_auth.config import Settings
 from faultmaven_auth.observability.admission import RefusalLog
-from tests.conftest import client_for
+from tests.conftest import CAPTURED_LOG_LINES, client_for
 
 SLOW = "/api/v1/test-only/slow"
 
@@ -110,6 +110,10 @@ async def test_requests_beyond_the_limit_get_503_overloaded(
     assert lines, "a refusal must be logged"
     assert lines[0].levelno == logging.WARNING
     assert lines[0].refused == {"overloaded": 1}  # type: ignore[attr-defined]
+    # A summary, not one request's line: no request id of whichever refusal came first.
+    written = [line for line in CAPTURED_LOG_LINES if "Requests refused at capacity" in line]
+    assert written
+    assert not [line for line in written if '"request_id"' in line]
     # One line per interval, not per refusal (the rest wait for the next line).
     assert len(lines) < 3
 

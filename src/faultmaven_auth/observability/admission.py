@@ -19,6 +19,7 @@ part of one warning per interval (``RefusalLog``), never one log line per reques
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -76,6 +77,11 @@ class RefusalLog:
         self._last = now
         counts = dict(self._pending)
         self._pending.clear()
+        # A summary of many requests: run outside the current request's context, so the
+        # line does not carry the request id or user of whichever refusal triggered it.
+        contextvars.Context().run(self._emit, counts)
+
+    def _emit(self, counts: dict[str, int]) -> None:
         logger.warning(
             "Requests refused at capacity",
             extra={
