@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ async def database_url(tmp_path: Path) -> str:
     return url
 
 
-def invoke(args: list[str], env: dict[str, str] | None = None) -> Result:
+def invoke(args: list[str], env: Mapping[str, str | None] | None = None) -> Result:
     return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
 
 
@@ -245,6 +246,7 @@ def test_check_config_passes_in_development() -> None:
     assert report["environment"] == "development"
     assert report["problems"] == []
     assert (report["database"], report["store"]) == ("sqlite", "in-process")
+    assert (report["workers"], report["warnings"]) == (1, [])
 
 
 PRODUCTION_KEY = "Zq4vN8wE2rT6yU0iO9pA3sD7fG1hJ5kLxC"
@@ -302,6 +304,24 @@ def test_serve_refuses_several_workers_on_the_in_process_store(
     assert "refusing to start" in result.output
     assert "REDIS_URL" in result.output
     assert uvicorn_calls == []
+
+
+def test_serve_runs_one_worker_per_core_when_the_store_is_shared(
+    uvicorn_calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --workers or WORKERS: one worker per core with REDIS_URL, else one;
+    --workers still overrides."""
+    monkeypatch.setattr("faultmaven_auth.config.available_cores", lambda: 3)
+    for args, env in (
+        (["serve"], {"REDIS_URL": "redis://x"}),
+        (["serve"], {}),
+        (["serve", "--workers", "2"], {"REDIS_URL": "redis://x"}),
+        (["serve"], {"REDIS_URL": "redis://x", "WORKERS": "1"}),
+    ):
+        # Each start is its own process in real life: nothing exported by the last one.
+        result = invoke(args, {"REDIS_URL": None, "WORKERS": None, **env})
+        assert result.exit_code == 0, result.output
+    assert [call["workers"] for call in uvicorn_calls] == [3, 1, 2, 1]
 
 
 def test_serve_refuses_an_unsafe_production_configuration(

@@ -17,7 +17,7 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
 
 from faultmaven_auth.app import ConfigurationError, create_app
-from faultmaven_auth.config import Environment, Settings, SigningAlgorithm
+from faultmaven_auth.config import Environment, Settings, SigningAlgorithm, cgroup_cpu_quota
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.storage.migrate import upgrade_async
 from faultmaven_auth.storage.models import RefreshToken, SigningKey, User
@@ -194,6 +194,50 @@ def test_several_workers_need_a_shared_store() -> None:
     assert "WORKERS" in problems[0]
     assert "REDIS_URL" in problems[0]
     assert Settings(workers=2, redis_url=REDIS).startup_problems() == []
+
+
+def test_workers_default_to_one_per_core_with_a_shared_store() -> None:
+    """Unset WORKERS: one worker per core with REDIS_URL, one on the in-process store
+    (private to a process); a WORKERS value always wins."""
+    assert Settings(redis_url=REDIS).worker_count(cores=4) == 4
+    assert Settings(redis_url=REDIS).worker_count(cores=1) == 1
+    assert Settings().worker_count(cores=4) == 1
+    assert Settings(workers=3, redis_url=REDIS).worker_count(cores=8) == 3
+    assert Settings(workers=1, redis_url=REDIS).worker_count(cores=8) == 1
+    assert Settings().startup_problems() == []
+
+
+def test_a_container_cpu_quota_caps_the_cores() -> None:
+    """cgroup v2 cpu.max: a quota of 1.5 CPUs allows 2 workers; "max" sets no cap."""
+    assert cgroup_cpu_quota("150000 100000\n") == 2
+    assert cgroup_cpu_quota("100000 100000") == 1
+    assert cgroup_cpu_quota("max 100000") is None
+    assert cgroup_cpu_quota("") is None
+
+
+def test_pools_are_sized_from_the_admission_limit() -> None:
+    """Redis connections per worker follow MAX_CONCURRENT_REQUESTS (plus headroom for
+    probes and background work); database overflow follows the pool size; explicit
+    values win."""
+    default = Settings()
+    assert default.redis_pool_size > default.max_concurrent_requests
+    assert Settings(max_concurrent_requests=10).redis_pool_size == 18
+    assert Settings(redis_max_connections=5).redis_pool_size == 5
+    assert Settings(database_pool_size=7).database_pool_overflow == 7
+    assert Settings(database_pool_size=7, database_max_overflow=0).database_pool_overflow == 0
+
+
+def test_pool_sizes_that_cannot_fit_are_warned_about() -> None:
+    """5 workers x 20 database connections exceed a default PostgreSQL (97 usable); a
+    Redis pool smaller than the admission limit makes requests wait. Warnings only."""
+    big = Settings(database_url=PG_URL, redis_url=REDIS, workers=5)
+    (warning,) = big.sizing_warnings()
+    assert "100 PostgreSQL connections" in warning
+    assert "DATABASE_POOL_SIZE" in warning
+    assert big.startup_problems() == []
+    assert Settings(database_url=PG_URL, redis_url=REDIS, workers=4).sizing_warnings() == []
+    small_redis = Settings(redis_url=REDIS, workers=1, redis_max_connections=4)
+    assert "REDIS_MAX_CONNECTIONS" in " ".join(small_redis.sizing_warnings())
 
 
 def test_create_app_refuses_an_unsafe_configuration() -> None:

@@ -28,6 +28,7 @@ from faultmaven_auth.identity.endpoints import auth_router as register_router
 from faultmaven_auth.identity.endpoints import users_router
 from faultmaven_auth.identity.passwords import build_password_hasher
 from faultmaven_auth.observability.activity import ActivityTracker
+from faultmaven_auth.observability.admission import AdmissionMiddleware, RefusalReporter
 from faultmaven_auth.observability.db_metrics import PoolMetrics, instrument_engine
 from faultmaven_auth.observability.exposition import MetricsExporter
 from faultmaven_auth.observability.exposition import router as metrics_router
@@ -55,7 +56,7 @@ from faultmaven_auth.schemas import refuse_unsafe_parameters
 from faultmaven_auth.security.endpoints import router as unlock_router
 from faultmaven_auth.security.events import SecurityEventType
 from faultmaven_auth.security.siem import SiemExport
-from faultmaven_auth.storage.db import Database, create_engine
+from faultmaven_auth.storage.db import Database, DatabaseAtCapacity, create_engine
 from faultmaven_auth.storage.kv import build_kv_store
 from faultmaven_auth.tokens.access import AccessTokenCodec
 from faultmaven_auth.tokens.endpoints import router as tokens_router
@@ -94,6 +95,8 @@ async def build_runtime(
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_overflow,
+        pool_timeout=settings.database_pool_timeout_seconds,
         pool_monitor=PoolMetrics(metrics),
     )
     instrument_engine(engine.sync_engine, metrics)
@@ -103,6 +106,8 @@ async def build_runtime(
         settings.redis_url,
         password=redis_password,
         prefix=settings.kv_key_prefix,
+        max_connections=settings.redis_pool_size,
+        pool_timeout=settings.redis_pool_timeout_seconds,
         pool_monitor=None if settings.uses_in_process_store else RedisPoolMetrics(metrics),
     )
     secret = settings.signing_key_encryption_key
@@ -151,7 +156,7 @@ async def build_runtime(
 
 def database_unreachable(exc: BaseException) -> bool:
     """A connection problem (worth retrying), as opposed to a schema or key problem."""
-    if isinstance(exc, OSError | TimeoutError | InterfaceError):
+    if isinstance(exc, OSError | TimeoutError | InterfaceError | DatabaseAtCapacity):
         return True
     if isinstance(exc, OperationalError):
         # SQLite reports a missing table as an OperationalError too: that is a schema
@@ -286,6 +291,14 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     # Added innermost first: the request-context middleware must wrap everything.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    # Inside CORS, metrics and the request context: a refusal carries CORS headers and a
+    # request id, and is counted as a 503 like any other response.
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=settings.max_concurrent_requests,
+        queue_timeout_seconds=settings.request_queue_timeout_seconds,
+        reporter=RefusalReporter(metrics),
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

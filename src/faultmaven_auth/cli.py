@@ -42,7 +42,10 @@ main.add_command(service_clients)
 @click.option("--host", default=None, help="Interface to bind (default: HOST or 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: PORT or 8000).")
 @click.option(
-    "--workers", type=int, default=None, help="Worker processes (needs REDIS_URL if > 1)."
+    "--workers",
+    type=int,
+    default=None,
+    help="Worker processes (default: WORKERS, else one per core with REDIS_URL, else 1).",
 )
 @click.option("--migrate/--no-migrate", default=False, help="Apply migrations before starting.")
 def serve(host: str | None, port: int | None, workers: int | None, migrate: bool) -> None:
@@ -59,9 +62,10 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
         upgrade(settings.database_url)
     # Workers build their app from the environment; pass the CLI's choices along.
     os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
-    os.environ["WORKERS"] = str(settings.workers)
+    workers = settings.worker_count()
+    os.environ["WORKERS"] = str(workers)
     metrics_dir = None
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # A fresh directory per start: workers write their values there and /metrics
         # sums them; nothing left over from an earlier run is counted.
         metrics_dir = tempfile.mkdtemp(prefix="fm-auth-metrics-")
@@ -76,7 +80,7 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
+        workers=workers,
         log_config=None,
         access_log=False,
         proxy_headers=False,
@@ -365,6 +369,8 @@ def check_config() -> None:
         "tracing": settings.tracing_active,
         "metrics": settings.metrics_enabled,
         "signing_keys": key_report,
+        "workers": settings.worker_count(),
+        "warnings": settings.sizing_warnings(),
         "problems": problems,
     }
     click.echo(json.dumps(summary, indent=2))

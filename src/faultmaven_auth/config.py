@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import math
+import os
 from collections import Counter
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +27,39 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/faultmaven-auth.db"
 MIN_ENCRYPTION_KEY_LENGTH = 32
 MIN_ENCRYPTION_KEY_DISTINCT = 8
 MIN_ENCRYPTION_KEY_BITS = 80.0
+# Redis connections per worker beyond the admission limit: probes (/ready is never
+# queued) and background work (key refresh, activity) use the pool too.
+REDIS_POOL_HEADROOM = 8
+# PostgreSQL's default max_connections (100) less its superuser_reserved_connections (3).
+POSTGRES_DEFAULT_CONNECTION_BUDGET = 97
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cores() -> int:
+    """Cores this process may use: its CPU set, capped by a container's CPU quota.
+
+    A pod limited to 2 CPUs on a 64-core node sees 64 cores in its CPU set; 64 workers
+    would only add memory and contention there.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota = cgroup_cpu_quota(CGROUP_CPU_MAX.read_text())
+    except OSError:  # no cgroup v2 CPU controller here
+        quota = None
+    return max(1, min(cores, quota)) if quota is not None else max(1, cores)
+
+
+def cgroup_cpu_quota(cpu_max: str) -> int | None:
+    """Whole CPUs allowed by a cgroup v2 ``cpu.max`` ("<quota> <period>" or "max ...")."""
+    quota, _, period = cpu_max.strip().partition(" ")
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
 
 
 class Environment(StrEnum):
@@ -151,11 +185,23 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1)
+    # Unset: one per core when the store is shared (REDIS_URL), else 1 (see worker_count).
+    workers: int | None = Field(default=None, ge=1)
+    # Admission control, per worker: requests running at once, and how long one more may
+    # wait for a slot before 503 OVERLOADED. Pools are sized from the limit (docs/sizing).
+    max_concurrent_requests: int = Field(default=32, ge=1)
+    request_queue_timeout_seconds: float = Field(default=0.5, ge=0, le=30)
 
     database_url: str = DEFAULT_DATABASE_URL
     database_pool_size: int = Field(default=10, ge=1)
+    # Unset: as many as the pool size (PostgreSQL connections per worker = size + overflow).
+    database_max_overflow: int | None = Field(default=None, ge=0)
+    database_pool_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     redis_url: str | None = None
+    # Unset: max_concurrent_requests + REDIS_POOL_HEADROOM (a ?max_connections= in
+    # REDIS_URL wins). Each request holds at most one Redis connection at a time.
+    redis_max_connections: int | None = Field(default=None, ge=1)
+    redis_pool_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     redis_password: SecretStr | None = None
     kv_key_prefix: str = "fmauth:"
 
@@ -312,6 +358,27 @@ class Settings(BaseSettings):
     def uses_in_process_store(self) -> bool:
         return not self.redis_url
 
+    def worker_count(self, cores: int | None = None) -> int:
+        """WORKERS when set; else one per core, or 1 on the in-process store (private to
+        one process: revocations would not reach the other workers)."""
+        if self.workers is not None:
+            return self.workers
+        if self.uses_in_process_store:
+            return 1
+        return max(1, cores if cores is not None else available_cores())
+
+    @property
+    def database_pool_overflow(self) -> int:
+        if self.database_max_overflow is not None:
+            return self.database_max_overflow
+        return self.database_pool_size
+
+    @property
+    def redis_pool_size(self) -> int:
+        if self.redis_max_connections is not None:
+            return self.redis_max_connections
+        return self.max_concurrent_requests + REDIS_POOL_HEADROOM
+
     @property
     def store_failure_policy(self) -> StoreFailurePolicy:
         """LOGIN_PROTECTION_STORE_FAILURE, else closed in production and open elsewhere."""
@@ -351,10 +418,30 @@ class Settings(BaseSettings):
             return None
         return Path(path)
 
+    def sizing_warnings(self, cores: int | None = None) -> list[str]:
+        """Pool sizes that will not fit (for ``check-config``); they do not stop a start."""
+        warnings: list[str] = []
+        workers = self.worker_count(cores)
+        per_worker = self.database_pool_size + self.database_pool_overflow
+        if not self.uses_sqlite and workers * per_worker > POSTGRES_DEFAULT_CONNECTION_BUDGET:
+            warnings.append(
+                f"{workers} workers x (DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW = "
+                f"{per_worker}) = {workers * per_worker} PostgreSQL connections for this "
+                "replica alone, over the 97 a default PostgreSQL allows; every replica "
+                "adds as many (docs/deployment.md, Sizing)"
+            )
+        if not self.uses_in_process_store and self.redis_pool_size < self.max_concurrent_requests:
+            warnings.append(
+                f"REDIS_MAX_CONNECTIONS ({self.redis_pool_size}) is below "
+                f"MAX_CONCURRENT_REQUESTS ({self.max_concurrent_requests}): admitted "
+                "requests will wait for Redis connections"
+            )
+        return warnings
+
     def startup_problems(self) -> list[str]:
         """What keeps this configuration from running safely; empty when it may start."""
         problems: list[str] = []
-        if self.workers > 1 and self.uses_in_process_store:
+        if self.workers is not None and self.workers > 1 and self.uses_in_process_store:
             problems.append(
                 "WORKERS > 1 needs a shared store: set REDIS_URL (the in-process store "
                 "is private to one process, so revocations would not reach other workers)"

@@ -20,8 +20,14 @@ installed by ``install_error_handlers`` turn them (and framework errors) into
     ├── TooManyRequests           429     RATE_LIMITED (with Retry-After)
     │   └── AccountLocked         429     ACCOUNT_LOCKED (with Retry-After)
     └── ServiceUnavailable        503     SERVICE_UNAVAILABLE
-        └── Overloaded            503     OVERLOADED / LOGIN_CAPACITY_EXCEEDED
-                                          (with Retry-After)
+        ├── Overloaded            503     OVERLOADED / LOGIN_CAPACITY_EXCEEDED
+        │                                 (with Retry-After)
+        └── DependencyAtCapacity  503     STORE_UNAVAILABLE / DATABASE_UNAVAILABLE
+                                          (with Retry-After; storage/kv.py, storage/db.py)
+
+An error with a ``refusal_reason`` is a refusal at capacity: its handler marks the
+request (``REFUSAL_STATE_KEY`` in the ASGI scope's state) and the admission middleware
+counts and logs it (``observability/admission.py``), once per interval, not per request.
 
 Third-party exceptions are translated here, at the boundary:
 
@@ -79,6 +85,9 @@ class AppError(Exception):
     # When set, rendering this error emits that security event (security/access.py).
     security_event: str | None = None
     security_reason = "refused"
+    # When set, the request was refused at capacity for this reason (counted, not logged
+    # per request): a value of observability.metrics.REFUSAL_REASONS.
+    refusal_reason: str | None = None
 
     def __init__(
         self,
@@ -214,6 +223,20 @@ class LoginCapacityExceeded(Overloaded):
     message = "Too many logins are being checked right now; try again shortly"
 
 
+class DependencyAtCapacity(ServiceUnavailable):
+    """A pool stayed exhausted past its short wait, or the dependency refused a connection.
+
+    Unlike ``Overloaded`` this can happen mid-request, after a write, so the code names
+    the dependency (as for an outage) and a retry is as safe as the endpoint makes it.
+    """
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+REFUSAL_STATE_KEY = "refusal_reason"
+
+
 def error_body(
     code: str, message: str, details: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -247,6 +270,8 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
             reason=exc.security_reason,
             detail=exc.message,
         )
+    if exc.refusal_reason is not None:
+        request.scope.setdefault("state", {})[REFUSAL_STATE_KEY] = exc.refusal_reason
     return JSONResponse(
         error_body(exc.code, exc.message, exc.details),
         status_code=exc.status_code,

@@ -105,7 +105,7 @@ def test_runtime_signals_cover_every_worker(tmp_path: Path, redis_prefix: str) -
             cpu_after, rss = _proc_cpu_and_rss(workers)
             scrapes.append((_samples(text), cpu_before, cpu_after, rss))
     for samples, cpu_before, cpu_after, rss in scrapes:
-        assert samples[("db_pool_size", ())] == 2 * 5  # SQLite file: 5 per worker
+        assert samples[("db_pool_size", ())] == 2 * 10  # DATABASE_POOL_SIZE per worker
         assert samples[("redis_pool_max_connections", ())] == 2 * 9
         assert samples[("build_info", (("commit", "feedbeef"), ("version", __version__)))] == 1
         assert samples[("dependency_up", (("dependency", "database"),))] == 1

@@ -52,6 +52,9 @@ def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
             "ENVIRONMENT": "development",
             "ARGON2_TIME_COST": "1",
             "ARGON2_MEMORY_COST_KIB": "1024",
+            # One process unless a test asks for more (`--workers N`): with REDIS_URL,
+            # `serve` would otherwise start one worker per core of the test machine.
+            "WORKERS": "1",
         }
     )
     env.update(overrides)

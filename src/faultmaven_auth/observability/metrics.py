@@ -47,6 +47,13 @@ HASH_QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 
 HASH_REFUSAL_REASONS = ("queue_full", "estimated_wait", "deadline")
 
 OTHER = "other"
+# Why a request was refused with a 503 before or while it ran (DESIGN §5: bounded values).
+REFUSAL_REASONS = (
+    "overloaded",  # the worker's request slots stayed full for the queue timeout
+    "store_pool_exhausted",  # no Redis connection came free in time
+    "database_pool_exhausted",  # no database connection came free in time
+    "database_connection_limit",  # PostgreSQL refused a new connection (too many clients)
+)
 
 
 def multiprocess_enabled() -> bool:
@@ -218,6 +225,13 @@ class Metrics:
             "Security events not shipped to a SIEM destination (queue full or shut down)",
             ("destination",),
         )
+        self.http_requests_rejected_total = counter(
+            "http_requests_rejected_total",
+            "Requests refused with 503 at capacity, by what was full",
+            ("reason",),
+        )
+        for reason in REFUSAL_REASONS:
+            self.http_requests_rejected_total.labels(reason)
         self._register_runtime_signals(registry, version=version, commit=commit)
         self._register_password_hashing(registry)
         # Redis pool series exist only when there is a Redis pool (none for the

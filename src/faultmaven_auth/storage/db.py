@@ -12,6 +12,13 @@ and nothing for ``Database.session()``: reads run in autocommit, as before, and 
 wait for writers in WAL mode. PostgreSQL keeps its default READ COMMITTED; writes that
 check a count lock the organization row (``lock_organization``).
 
+Capacity: a checkout waits up to ``pool_timeout`` for a free connection (pool size plus
+overflow per worker, sized with the admission limit: docs/deployment.md, "Sizing"). When
+none comes free, or PostgreSQL refuses a new connection because it has too many clients
+(SQLSTATE 53300, asyncpg's ``TooManyConnectionsError``, which SQLAlchemy passes through
+unwrapped at connect), the pool raises ``DatabaseAtCapacity``: a 503 whose refusal is
+counted and logged once per interval, instead of a 500.
+
 A ``PoolMonitor`` given to ``create_engine`` hears of every checkout (with the time it
 waited for a connection) and every return, on the event loop's thread, with the pool's
 usage right after the change. This module knows nothing of metrics; the monitor is
@@ -35,9 +42,24 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
+from faultmaven_auth.errors import DependencyAtCapacity
+
 # Execution option carried by the write engine; read by the SQLite ``begin`` listener.
 SQLITE_BEGIN = "faultmaven_sqlite_begin"
 WRITE_QUEUE_TIMEOUT_SECONDS = 30
+
+
+TOO_MANY_CONNECTIONS = "53300"  # PostgreSQL: too_many_connections (server or role limit)
+
+
+class DatabaseAtCapacity(DependencyAtCapacity):
+    code = "DATABASE_UNAVAILABLE"
+    message = "The database is at capacity; try again shortly"
+    refusal_reason = "database_pool_exhausted"
+
+
+class DatabaseConnectionLimit(DatabaseAtCapacity):
+    refusal_reason = "database_connection_limit"
 
 
 class PoolUsage(NamedTuple):
@@ -60,33 +82,46 @@ def pool_usage(pool: AsyncAdaptedQueuePool) -> PoolUsage:
 
 
 class MonitoredQueuePool(AsyncAdaptedQueuePool):
-    """The queue pool both drivers use, reporting to the class's ``monitor``.
+    """The queue pool both drivers use: capacity errors translated, usage reported.
 
-    ``create_engine`` makes a subclass per engine that carries the monitor, because
-    SQLAlchemy builds the pool itself (and rebuilds it as ``self.__class__`` on
+    ``create_engine`` makes a subclass per engine that carries the monitor (or None),
+    because SQLAlchemy builds the pool itself (and rebuilds it as ``self.__class__`` on
     dispose). The hooks are the pool's own get/return steps: the wait includes opening a
     new connection when the pool has room, not the pre-ping that follows.
     """
 
-    monitor: ClassVar[PoolMonitor]
+    monitor: ClassVar[PoolMonitor | None] = None
 
     def _do_get(self) -> ConnectionPoolEntry:
         start = time.perf_counter()
         try:
             return super()._do_get()
+        except exc.TimeoutError as error:
+            raise DatabaseAtCapacity from error
+        except Exception as error:
+            if getattr(error, "sqlstate", None) == TOO_MANY_CONNECTIONS:
+                raise DatabaseConnectionLimit from error
+            raise
         finally:
             # A checkout that timed out waited too; that is the wait worth seeing.
-            self.monitor.checked_out(pool_usage(self), time.perf_counter() - start)
+            if self.monitor is not None:
+                self.monitor.checked_out(pool_usage(self), time.perf_counter() - start)
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         try:
             super()._do_return_conn(record)
         finally:
-            self.monitor.returned(pool_usage(self))
+            if self.monitor is not None:
+                self.monitor.returned(pool_usage(self))
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, pool_monitor: PoolMonitor | None = None
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    pool_timeout: float = 30.0,
+    pool_monitor: PoolMonitor | None = None,
 ) -> AsyncEngine:
     # Bound parameters (password hashes, emails, token hashes) never go into exception
     # text, so an error that reaches a log line carries the statement only.
@@ -98,9 +133,10 @@ def create_engine(
     else:
         # A server may close idle connections (restarts, failovers): test before use.
         kwargs["pool_pre_ping"] = True
+    if _uses_queue_pool(url):
         kwargs["pool_size"] = pool_size
-        kwargs["max_overflow"] = pool_size
-    if pool_monitor is not None and _uses_queue_pool(url):
+        kwargs["max_overflow"] = pool_size if max_overflow is None else max_overflow
+        kwargs["pool_timeout"] = pool_timeout
         kwargs["poolclass"] = type(
             "MonitoredQueuePool", (MonitoredQueuePool,), {"monitor": pool_monitor}
         )

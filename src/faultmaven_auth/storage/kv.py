@@ -18,8 +18,15 @@ from typing import Any, NamedTuple, Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from faultmaven_auth.errors import ServiceUnavailable
-from faultmaven_auth.storage.redis_pool import MonitoredConnectionPool, RedisPoolMonitor
+from faultmaven_auth.errors import DependencyAtCapacity, ServiceUnavailable
+from faultmaven_auth.storage.redis_pool import (
+    MonitoredConnectionPool,
+    PoolExhausted,
+    RedisPoolMonitor,
+)
+
+DEFAULT_MAX_CONNECTIONS = 40  # Settings.redis_pool_size with the default admission limit
+DEFAULT_POOL_TIMEOUT_SECONDS = 2.0
 
 
 class StoreUnavailable(ServiceUnavailable):
@@ -27,11 +34,24 @@ class StoreUnavailable(ServiceUnavailable):
     message = "The key-value store is unavailable"
 
 
+class StoreAtCapacity(StoreUnavailable, DependencyAtCapacity):
+    """Every pooled Redis connection stayed busy for the pool's timeout (counted, logged).
+
+    Still a ``StoreUnavailable``: callers that ride out an outage (login protection in
+    fail-open mode, best-effort counters) ride out a full pool the same way.
+    """
+
+    message = "The key-value store is at capacity; try again shortly"
+    refusal_reason = "store_pool_exhausted"
+
+
 @asynccontextmanager
 async def _redis_errors() -> AsyncIterator[None]:
     """Redis failures leave this module as one domain error (503), not redis-py's tree."""
     try:
         yield
+    except PoolExhausted as exc:
+        raise StoreAtCapacity from exc
     except RedisError as exc:
         raise StoreUnavailable from exc
 
@@ -288,6 +308,8 @@ class RedisStore:
         *,
         password: str | None = None,
         prefix: str = "",
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT_SECONDS,
         pool_monitor: RedisPoolMonitor | None = None,
     ) -> RedisStore:
         options: dict[str, Any] = {
@@ -296,9 +318,9 @@ class RedisStore:
             "socket_timeout": 5,
             "socket_connect_timeout": 5,
             "health_check_interval": 30,
+            "max_connections": max_connections,  # ?max_connections= in the URL wins
+            "timeout": pool_timeout,  # the wait for a free connection
         }
-        if pool_monitor is None:
-            return cls(Redis.from_url(url, **options), prefix)
         pool = MonitoredConnectionPool.from_url(url, monitor=pool_monitor, **options)
         return cls(Redis.from_pool(pool), prefix)
 
@@ -424,10 +446,17 @@ def build_kv_store(
     *,
     password: str | None = None,
     prefix: str = "",
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT_SECONDS,
     pool_monitor: RedisPoolMonitor | None = None,
 ) -> KeyValueStore:
     if redis_url:
         return RedisStore.from_url(
-            redis_url, password=password, prefix=prefix, pool_monitor=pool_monitor
+            redis_url,
+            password=password,
+            prefix=prefix,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            pool_monitor=pool_monitor,
         )
     return MemoryStore()
