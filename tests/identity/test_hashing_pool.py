@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from faultmaven_auth.config import Settings
 from faultmaven_auth.errors import LoginCapacityExceeded
 from faultmaven_auth.identity.hashing_pool import HashingPool, RefusalLog
+from faultmaven_auth.identity.passwords import hashing_threads
 
 # Long enough that a job blocked by a bug fails the test instead of hanging it.
 BLOCK_LIMIT = 30.0
@@ -306,3 +308,14 @@ async def test_refusals_left_at_the_end_of_an_interval_are_written_then() -> Non
         await until(lambda: written == [1, 4])
     finally:
         logger.removeHandler(handler)
+
+
+def test_workers_of_one_host_share_the_cores_for_hashing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Default threads per worker: cores // workers, at least one; an explicit setting wins."""
+    monkeypatch.setattr("faultmaven_auth.identity.passwords.available_cores", lambda: 4)
+    base = Settings()
+    assert hashing_threads(base.model_copy(update={"workers": None})) == 4
+    assert hashing_threads(base.model_copy(update={"workers": 2})) == 2
+    assert hashing_threads(base.model_copy(update={"workers": 8})) == 1

@@ -58,13 +58,6 @@ class PoolObserver(Protocol):
     def waited(self, seconds: float) -> None: ...
 
 
-def available_cores() -> int:
-    """Cores this process may run on (CPU affinity, e.g. a container's cpuset)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
 class _PastDeadline(Exception):
     """Raised on the worker thread for a job that waited too long; never leaves the pool."""
 

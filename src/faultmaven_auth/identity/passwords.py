@@ -23,13 +23,8 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher as _Argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from faultmaven_auth.config import Settings
-from faultmaven_auth.identity.hashing_pool import (
-    HashingPool,
-    PoolObserver,
-    RefusalLog,
-    available_cores,
-)
+from faultmaven_auth.config import Settings, available_cores
+from faultmaven_auth.identity.hashing_pool import HashingPool, PoolObserver, RefusalLog
 from faultmaven_auth.observability.metrics import Metrics
 
 logger = logging.getLogger("faultmaven_auth.identity")
@@ -119,13 +114,23 @@ class HashingTelemetry(PoolObserver):
         self._metrics.password_hash_queue_wait_seconds.observe(seconds)
 
 
+def hashing_threads(settings: Settings) -> int:
+    """The default pool size: this worker's share of the cores.
+
+    Argon2 keeps a core busy for the whole hash, so the workers of one host together
+    should run about one hash per core; more threads only queue on the CPU and starve
+    the event loops (``/health`` included).
+    """
+    return max(1, available_cores() // (settings.workers or 1))
+
+
 def build_password_hasher(settings: Settings, metrics: Metrics) -> PasswordHasher:
     """The hasher the settings describe, reporting to ``metrics``."""
     return PasswordHasher(
         time_cost=settings.argon2_time_cost,
         memory_cost_kib=settings.argon2_memory_cost_kib,
         parallelism=settings.argon2_parallelism,
-        threads=settings.password_hash_threads or available_cores(),
+        threads=settings.password_hash_threads or hashing_threads(settings),
         queue_timeout_seconds=settings.password_hash_queue_timeout_seconds,
         queue_limit=settings.password_hash_queue_limit,
         niceness=settings.password_hash_thread_niceness,
