@@ -7,6 +7,7 @@ Built once by ``app.create_app``'s lifespan and reached from endpoints through
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from faultmaven_auth.storage.db import Database
 from faultmaven_auth.storage.kv import KeyValueStore
 from faultmaven_auth.tokens.access import AccessTokenCodec
 from faultmaven_auth.tokens.keys import KeyCipher, KeyRing
+from faultmaven_auth.tokens.principal_cache import GenerationCache, PrincipalCache
+from faultmaven_auth.tokens.verified_tokens import VerifiedTokenCache
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Runtime:
     cipher: KeyCipher
     keys: KeyRing
     access_tokens: AccessTokenCodec
+    verified_tokens: VerifiedTokenCache  # access_tokens.verify, cached per worker
+    principals: PrincipalCache
+    client_authorities: GenerationCache[uuid.UUID, bool]  # service clients' authority held
     metrics: Metrics
     activity: ActivityTracker
     tracer: Tracer  # the no-op tracer when tracing is off

@@ -37,6 +37,15 @@ from faultmaven_auth.tokens.service_clients import revoke_organization_service_c
 # -- organization -------------------------------------------------------------------
 
 
+async def get_organization(runtime: Runtime, access: OrgAccess) -> Organization:
+    """The caller's organization (live: the principal's checks found it so)."""
+    async with runtime.db.session() as session:
+        org = await session.get(Organization, access.org_id)
+    if org is None:
+        raise NotFound("Organization not found", code="ORGANIZATION_NOT_FOUND")
+    return org
+
+
 async def update_organization(
     runtime: Runtime, access: OrgAccess, data: OrganizationUpdate
 ) -> Organization:
@@ -291,10 +300,3 @@ async def remove_team_member(
             target_id=team.id,
             details={"user_id": str(user_id)},
         )
-
-
-async def team_ids_of_user(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
-    result = await session.scalars(
-        select(TeamMembership.team_id).where(TeamMembership.user_id == user_id)
-    )
-    return list(result.all())

@@ -38,6 +38,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 # Execution option carried by the write engine; read by the SQLite ``begin`` listener.
 SQLITE_BEGIN = "faultmaven_sqlite_begin"
 WRITE_QUEUE_TIMEOUT_SECONDS = 30
+POOL_RECYCLE_SECONDS = 300
 
 
 class PoolUsage(NamedTuple):
@@ -96,8 +97,11 @@ def create_engine(
         # No pre-ping: a local file does not drop connections, and each ping is a thread hop.
         kwargs["connect_args"] = {"timeout": WRITE_QUEUE_TIMEOUT_SECONDS}
     else:
-        # A server may close idle connections (restarts, failovers): test before use.
-        kwargs["pool_pre_ping"] = True
+        # No pre-ping: it is a round trip on every checkout. Connections are replaced
+        # before servers and proxies commonly drop idle ones; one dropped anyway
+        # (restart, failover) fails its statement as a 503 and invalidates the pool,
+        # so the next checkout connects afresh.
+        kwargs["pool_recycle"] = POOL_RECYCLE_SECONDS
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size
     if pool_monitor is not None and _uses_queue_pool(url):

@@ -32,9 +32,15 @@ from faultmaven_auth.errors import NotFound, Unauthorized
 from faultmaven_auth.hostile_input import unsafe_text
 from faultmaven_auth.rbac.permissions import Permission
 from faultmaven_auth.rbac.repository import effective_permissions
+from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.storage.models import Organization, ServiceClient, User
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.storage.tenancy import OrgId, scoped
+from faultmaven_auth.tokens.principal_cache import (
+    Generations,
+    complete_generations,
+    generation_keys,
+)
 from faultmaven_auth.tokens.service import hash_token
 
 logger = logging.getLogger("faultmaven_auth.service_clients")
@@ -192,14 +198,51 @@ def parse_basic_auth(header: str | None) -> tuple[str, str]:
     return client_id, secret
 
 
-async def authenticate_service_client(session: AsyncSession, header: str | None) -> ServiceClient:
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    """A service client whose secret and authority were checked for this request."""
+
+    id: uuid.UUID
+    client_id: str
+    organization_id: uuid.UUID | None
+    created_by_id: uuid.UUID | None
+
+
+async def authenticate_service_client(runtime: Runtime, header: str | None) -> AuthenticatedClient:
+    """The client the Basic credentials prove, or 401 ``INVALID_CLIENT``.
+
+    Its row (secret hash, revocation) is read on every request, so a revocation made
+    anywhere, the operator's CLI included, holds at once. The authority re-check behind
+    it (organization live, creator active and still allowed) is what costs queries; it
+    is cached per client under its organization's generation, which every write to
+    those rows replaces (``principal_writes``).
+    """
     client_id, secret = parse_basic_auth(header)
-    client = await session.scalar(select(ServiceClient).where(ServiceClient.client_id == client_id))
-    expected = client.secret_hash if client is not None else _DUMMY_HASH
+    async with runtime.db.session() as session:
+        row = (
+            await session.execute(
+                select(
+                    ServiceClient.id,
+                    ServiceClient.secret_hash,
+                    ServiceClient.organization_id,
+                    ServiceClient.created_by_id,
+                    ServiceClient.revoked_at,
+                ).where(ServiceClient.client_id == client_id)
+            )
+        ).first()
+    expected = row.secret_hash if row is not None else _DUMMY_HASH
     matches = hmac.compare_digest(expected, hash_token(secret))
-    if client is None or not matches or client.revoked_at is not None:
+    if row is None or not matches or row.revoked_at is not None:
         raise _client_auth_failed()
-    reason = await stale_authority(session, client)
+    client = AuthenticatedClient(row.id, client_id, row.organization_id, row.created_by_id)
+    if client.organization_id is None:
+        return client  # a platform client: the operator's, not a tenant's
+    seen = Generations(*await runtime.kv.get_many(generation_keys(client.organization_id)))
+    if runtime.client_authorities.get(client.id, seen):
+        return client
+    generations = await complete_generations(runtime.kv, client.organization_id, seen)
+    async with runtime.db.session() as session:
+        reason = await stale_authority(session, client)
     if reason is not None:
         # The caller holds the right secret: the reason is no help to a guesser, and
         # the operator needs it. The answer to the caller stays the same 401.
@@ -208,13 +251,12 @@ async def authenticate_service_client(session: AsyncSession, header: str | None)
             extra={"event_type": "service_client_refused", "reason": reason},
         )
         raise _client_auth_failed()
+    runtime.client_authorities.put(client.id, True, generations)
     return client
 
 
-async def stale_authority(session: AsyncSession, client: ServiceClient) -> str | None:
-    """Why ``client`` no longer carries authority, or None while it does."""
-    if client.organization_id is None:
-        return None  # a platform client: the operator's, not a tenant's
+async def stale_authority(session: AsyncSession, client: AuthenticatedClient) -> str | None:
+    """Why the organization-bound ``client`` no longer carries authority, or None."""
     org_deleted_at = await session.scalar(
         select(Organization.deleted_at).where(Organization.id == client.organization_id)
     )
