@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jwt
@@ -31,10 +32,18 @@ class _Entry(NamedTuple):
 class VerifiedTokenCache:
     """``verify`` with the codec's contract (claims, or ``InvalidToken``/``ExpiredToken``)."""
 
-    def __init__(self, codec: AccessTokenCodec, keys: KeyRing, *, max_entries: int) -> None:
+    def __init__(
+        self,
+        codec: AccessTokenCodec,
+        keys: KeyRing,
+        *,
+        max_entries: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._codec = codec
         self._keys = keys
         self._max_entries = max_entries
+        self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
@@ -43,7 +52,7 @@ class VerifiedTokenCache:
     def verify(self, token: str) -> AccessClaims:
         entry = self._entries.get(token)
         if entry is not None:
-            if time.time() < entry.expires_at and self._keys.verifying_key(entry.kid):
+            if self._clock() < entry.expires_at and self._keys.verifying_key(entry.kid):
                 self._entries.move_to_end(token)
                 return entry.claims
             del self._entries[token]
@@ -54,12 +63,9 @@ class VerifiedTokenCache:
 
     def _remember(self, token: str, claims: AccessClaims) -> None:
         expires_at = claims.expires_at.timestamp()
-        if self._max_entries == 0 or expires_at <= time.time():
+        if self._max_entries == 0 or expires_at <= self._clock():
             return  # within the codec's leeway: accepted, but not worth keeping
         kid = jwt.get_unverified_header(token)["kid"]  # verified a moment ago
         self._entries[token] = _Entry(claims, str(kid), expires_at)
         if len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
