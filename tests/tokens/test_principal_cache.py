@@ -20,7 +20,15 @@ from sqlalchemy import event
 
 from faultmaven_auth.config import Settings
 from faultmaven_auth.runtime import Runtime
-from tests.conftest import SYSTEM_ROLE_IDS, Account, add_member, client_for, running_app
+from tests.conftest import (
+    SYSTEM_ROLE_IDS,
+    Account,
+    add_member,
+    client_for,
+    login,
+    running_app,
+    sign_up,
+)
 from tests.tokens.conftest import access_claims, bearer, run_cli, sign_with_current_key
 from tests.tokens.test_introspection import INTROSPECT, create_service_client, introspect
 
@@ -85,9 +93,7 @@ async def test_a_warm_me_and_introspection_read_no_database(
     statements.clear()
     assert (await me(client, owner.headers)).status_code == 200
     assert (await introspect(client, service, owner.access_token))["active"] is True
-    principal_tables = ("users", "organizations", "roles", "user_roles", "team_memberships")
-    touched = [s for s in statements if any(f" {t}" in s for t in principal_tables)]
-    assert touched == []
+    assert principal_reads(statements) == []
     assert len(statements) == 1
     assert "service_clients" in statements[0]
 
@@ -263,8 +269,6 @@ async def test_cli_revocation_holds_at_once_in_a_running_app(private_sqlite: Set
     """The operator's CLI (another process, no shared store) revokes a client that the
     running app has just authenticated: its next introspection is refused."""
     async with running_app(private_sqlite) as app, client_for(app) as client:
-        from tests.conftest import sign_up
-
         owner = await sign_up(client, "Operator")
         service = await create_service_client(client, owner)
         for _ in range(2):
@@ -275,3 +279,45 @@ async def test_cli_revocation_holds_at_once_in_a_running_app(private_sqlite: Set
         )
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "INVALID_CLIENT"
+
+
+# -- what does not invalidate --------------------------------------------------------------
+
+
+def principal_reads(statements: list[str]) -> list[str]:
+    tables = (" users", " organizations", " roles", " user_roles", " team_memberships")
+    return [s for s in statements if any(t in s for t in tables)]
+
+
+async def test_changes_in_one_organization_leave_others_cached(
+    client: httpx.AsyncClient, owner: Account, statements: list[str]
+) -> None:
+    """Sign-ups, logins, new members, role and team changes in another organization do
+    not make this one's principals reload."""
+    await warm(client, owner.headers)
+    other = await sign_up(client, "Elsewhere")
+    member = await add_member(client, other, "member")
+    await set_roles(client, other, member.user_id, SYSTEM_ROLE_IDS["viewer"])
+    role_id = await custom_role(client, other, ["users:read"])
+    edited = await client.patch(
+        f"{other.org_url}/roles/{role_id}", headers=other.headers, json={"permissions": []}
+    )
+    assert edited.status_code == 200, edited.text
+    team = await client.post(f"{other.org_url}/teams", headers=other.headers, json={"name": "T"})
+    assert team.status_code == 201, team.text
+    gone = await client.delete(f"{other.org_url}/teams/{team.json()['id']}", headers=other.headers)
+    assert gone.status_code == 204, gone.text
+    statements.clear()
+    assert (await me(client, owner.headers)).status_code == 200
+    assert principal_reads(statements) == []
+
+
+async def test_logging_in_again_keeps_the_principal_cached(
+    client: httpx.AsyncClient, owner: Account, statements: list[str]
+) -> None:
+    """A login writes the user's last_login_at, which no principal depends on."""
+    await warm(client, owner.headers)
+    await login(client, owner.email, owner.password)
+    statements.clear()
+    assert (await me(client, owner.headers)).status_code == 200
+    assert principal_reads(statements) == []

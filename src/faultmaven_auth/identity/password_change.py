@@ -24,6 +24,7 @@ from faultmaven_auth.identity.service import check_password_policy
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.lockout import begin_login_attempt
 from faultmaven_auth.storage.models import Organization, User
+from faultmaven_auth.storage.write_scope import in_organization
 from faultmaven_auth.tokens.principal import Principal
 from faultmaven_auth.tokens.service import revoke_families_access, revoke_user_sessions
 
@@ -76,7 +77,7 @@ async def change_own_password(
             .where(User.id == user.id, User.password_hash == verified_hash)
             .values(password_hash=new_hash)
             .returning(User.id)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, **in_organization(user.organization_id))
         )
         if replaced is None:
             raise Conflict(

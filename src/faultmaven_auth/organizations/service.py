@@ -31,6 +31,7 @@ from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.storage.models import Invitation, Organization, Team, TeamMembership, User
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.storage.tenancy import OrgId, scoped
+from faultmaven_auth.storage.write_scope import in_organization
 from faultmaven_auth.tokens.service import hash_token, normalize_email, revoke_organization_sessions
 from faultmaven_auth.tokens.service_clients import revoke_organization_service_clients
 
@@ -243,7 +244,10 @@ async def update_team(
 async def delete_team(runtime: Runtime, access: OrgAccess, team_id: uuid.UUID) -> None:
     async with access.transaction(runtime.db) as session:
         team = await get_team(session, access.org_id, team_id, for_update=True)
-        await session.execute(delete(TeamMembership).where(TeamMembership.team_id == team.id))
+        await session.execute(
+            delete(TeamMembership).where(TeamMembership.team_id == team.id),
+            execution_options=in_organization(team.organization_id),
+        )
         await session.delete(team)
         access.audit(
             session,

@@ -10,9 +10,10 @@ the caller can answer, so the writer's next request, and anyone else's, sees the
 Rows the transaction created (a sign-up, a new member and their roles) need nothing:
 no cache can hold them yet.
 
-Where the organization cannot be told from the row (a bulk ``DELETE`` of role links, a
-system role, a platform service client) the generation of everything is replaced: a
-harmless over-invalidation of rare writes. Only a user's ``last_login_at`` and
+Bulk statements name their organization with ``storage.write_scope``. Where the
+organization cannot be told (an unscoped bulk statement, a system role, a platform
+service client) the generation of everything is replaced: a harmless over-invalidation
+of rare writes. Only a user's ``last_login_at`` and
 ``updated_at`` are known not to matter, so logins invalidate nothing.
 """
 
@@ -36,6 +37,7 @@ from faultmaven_auth.storage.models import (
     User,
     UserRole,
 )
+from faultmaven_auth.storage.write_scope import ORGANIZATION_OPTION
 
 _CHANGES = "faultmaven_principal_changes"
 _TRACKED_TABLES = frozenset(
@@ -145,7 +147,8 @@ def note_bulk_statements(state: ORMExecuteState) -> None:
     if isinstance(statement, Insert | Update | Delete):
         table = getattr(statement.table, "name", None)
         if table in _TRACKED_TABLES:
-            _changes(state.session).add(None)
+            # Unscoped (no ``storage.write_scope`` option): every organization's.
+            _changes(state.session).add(state.execution_options.get(ORGANIZATION_OPTION))
 
 
 def install_principal_tracking() -> None:
