@@ -59,6 +59,7 @@ from faultmaven_auth.security.siem import SiemExport
 from faultmaven_auth.storage.db import Database, create_engine
 from faultmaven_auth.storage.kv import build_kv_store
 from faultmaven_auth.tokens.access import AccessTokenCodec
+from faultmaven_auth.tokens.client_credentials import ClientCredentials
 from faultmaven_auth.tokens.endpoints import router as tokens_router
 from faultmaven_auth.tokens.endpoints import well_known
 from faultmaven_auth.tokens.keys import (
@@ -117,9 +118,14 @@ async def build_runtime(
         max_age_seconds=settings.principal_cache_max_age_seconds,
     )
 
+    client_credentials: ClientCredentials = ClientCredentials(
+        max_entries=settings.principal_cache_size
+    )
+
     def clear_local_caches() -> None:
         principals.clear()
         client_authorities.clear()
+        client_credentials.clear()
 
     db = TrackingDatabase(
         engine,
@@ -175,6 +181,7 @@ async def build_runtime(
         ),
         principals=principals,
         client_authorities=client_authorities,
+        client_credentials=client_credentials,
         metrics=metrics,
         activity=ActivityTracker(kv, window_seconds=settings.activity_window_seconds),
         tracer=tracer or NoOpTracer(),

@@ -22,6 +22,7 @@ from faultmaven_auth.observability.metrics import Metrics
 from faultmaven_auth.storage.db import Database
 from faultmaven_auth.storage.kv import KeyValueStore
 from faultmaven_auth.tokens.access import AccessTokenCodec
+from faultmaven_auth.tokens.client_credentials import ClientCredentials
 from faultmaven_auth.tokens.keys import KeyCipher, KeyRing
 from faultmaven_auth.tokens.principal_cache import GenerationCache, PrincipalCache
 from faultmaven_auth.tokens.verified_tokens import VerifiedTokenCache
@@ -39,6 +40,7 @@ class Runtime:
     verified_tokens: VerifiedTokenCache  # access_tokens.verify, cached per worker
     principals: PrincipalCache
     client_authorities: GenerationCache[uuid.UUID, bool]  # service clients' authority held
+    client_credentials: ClientCredentials
     metrics: Metrics
     activity: ActivityTracker
     tracer: Tracer  # the no-op tracer when tracing is off
@@ -48,6 +50,8 @@ class Runtime:
 
 # Whatever uses the runtime may reach the database or the store: 503 when they are down.
 @declares_errors(503)
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop
+    # (about a fifth of a cached /me) for one attribute read.
     runtime: Runtime = request.app.state.runtime
     return runtime

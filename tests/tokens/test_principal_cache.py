@@ -9,15 +9,18 @@ comes from the principal check itself, not from the revocation keys.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from fastapi import FastAPI
 from sqlalchemy import event
 
+from faultmaven_auth.cli import main as cli_main
 from faultmaven_auth.config import Settings
 from faultmaven_auth.runtime import Runtime
 from tests.conftest import (
@@ -83,19 +86,22 @@ def statements(runtime: Runtime) -> Iterator[list[str]]:
 
 
 async def test_a_warm_me_and_introspection_read_no_database(
-    client: httpx.AsyncClient, owner: Account, statements: list[str]
+    client: httpx.AsyncClient, owner: Account, statements: list[str], backend: str
 ) -> None:
-    """Once cached, /me and introspection of an access token touch no table the
-    principal is made of (the service client's own row is still read, see below)."""
+    """Once cached, /me and introspection of an access token send no SQL; with the
+    in-process store, introspection still reads the service client's own row (the CLI
+    could not tell this process of a revocation otherwise)."""
     service = await create_service_client(client, owner)
     await warm(client, owner.headers)
-    await introspect(client, service, owner.access_token)
+    for _ in range(2):
+        await introspect(client, service, owner.access_token)
     statements.clear()
     assert (await me(client, owner.headers)).status_code == 200
     assert (await introspect(client, service, owner.access_token))["active"] is True
     assert principal_reads(statements) == []
-    assert len(statements) == 1
-    assert "service_clients" in statements[0]
+    client_rows = [s for s in statements if "FROM service_clients" in s]
+    assert statements == client_rows
+    assert len(client_rows) == (1 if backend == "embedded" else 0)
 
 
 async def test_demoted_admin_is_refused_on_the_next_request(
@@ -321,3 +327,33 @@ async def test_logging_in_again_keeps_the_principal_cached(
     statements.clear()
     assert (await me(client, owner.headers)).status_code == 200
     assert principal_reads(statements) == []
+
+
+async def test_cli_revocation_reaches_servers_through_the_shared_store(
+    client: httpx.AsyncClient, owner: Account, backend_settings: Settings, second_app: FastAPI
+) -> None:
+    """With Redis the servers keep no row read per call: the CLI's revocation replaces
+    the generation they check, in every instance, before the command returns."""
+    service = await create_service_client(client, owner)
+    env = {
+        "DATABASE_URL": backend_settings.database_url,
+        "REDIS_URL": backend_settings.redis_url,
+        "KV_KEY_PREFIX": backend_settings.kv_key_prefix,
+        "ENVIRONMENT": "development",
+    }
+    async with client_for(second_app) as other:
+        for http in (client, other, client, other):
+            assert (await introspect(http, service, owner.access_token))["active"] is True
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            cli_main,
+            ["service-clients", "revoke", service.client_id],
+            env=env,
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        for http in (client, other):
+            refused = await http.post(
+                INTROSPECT, auth=service.auth, data={"token": owner.access_token}
+            )
+            assert refused.status_code == 401

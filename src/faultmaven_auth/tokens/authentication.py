@@ -89,7 +89,8 @@ async def _load(runtime: Runtime, claims: AccessClaims, seen: Generations) -> Id
     # write committed after the load, and that write replaces a generation it holds.
     generations = seen
     if not seen.complete:
-        generations = await complete_generations(runtime.kv, claims.organization_id, seen)
+        keys = generation_keys(claims.organization_id)
+        generations = await complete_generations(runtime.kv, keys, seen)
     async with runtime.db.session() as session:
         identity = await load_identity(session, claims)
     runtime.principals.put((claims.user_id, claims.organization_id), identity, generations)

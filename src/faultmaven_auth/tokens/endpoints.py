@@ -27,7 +27,7 @@ from faultmaven_auth.tokens.schemas import (
     RefreshRequest,
     TokenResponse,
 )
-from faultmaven_auth.tokens.service_clients import authenticate_service_client
+from faultmaven_auth.tokens.service_client_auth import authenticate_service_client
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 well_known = APIRouter(tags=["discovery"])

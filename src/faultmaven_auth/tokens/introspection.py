@@ -18,8 +18,8 @@ from faultmaven_auth.storage.models import RefreshToken
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.tokens.access import ExpiredToken
 from faultmaven_auth.tokens.authentication import resolve_principal
+from faultmaven_auth.tokens.client_credentials import AuthenticatedClient
 from faultmaven_auth.tokens.service import REFRESH_TOKEN_PREFIX, hash_token
-from faultmaven_auth.tokens.service_clients import AuthenticatedClient
 
 
 async def introspect(runtime: Runtime, client: AuthenticatedClient, token: str) -> dict[str, Any]:

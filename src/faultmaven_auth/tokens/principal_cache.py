@@ -69,13 +69,13 @@ async def invalidate_principals(
 
 
 async def complete_generations(
-    kv: KeyValueStore, organization_id: uuid.UUID, seen: Generations
+    kv: KeyValueStore, keys: list[str], seen: Generations
 ) -> Generations:
-    """``seen``, with any missing generation created; a part is None if another request
-    created it first (then this request's load is not cached: it cannot know under which
-    generation it was made)."""
+    """``seen`` (the values of ``keys``), with any missing generation created; a part is
+    None if another request created it first (then this request's load is not cached:
+    it cannot know under which generation it was made)."""
     parts: list[str | None] = []
-    for key, value in zip(generation_keys(organization_id), seen, strict=True):
+    for key, value in zip(keys, seen, strict=True):
         if value is None:
             value = _new_generation()
             if not await kv.set_if_absent(key, value, GENERATION_TTL_SECONDS):
