@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -59,6 +60,7 @@ from faultmaven_auth.security.siem import SiemExport
 from faultmaven_auth.storage.db import Database, DatabaseAtCapacity, create_engine
 from faultmaven_auth.storage.kv import build_kv_store
 from faultmaven_auth.tokens.access import AccessTokenCodec
+from faultmaven_auth.tokens.client_credentials import ClientCredentials
 from faultmaven_auth.tokens.endpoints import router as tokens_router
 from faultmaven_auth.tokens.endpoints import well_known
 from faultmaven_auth.tokens.keys import (
@@ -68,7 +70,10 @@ from faultmaven_auth.tokens.keys import (
     encrypt_plaintext_keys,
     ensure_signing_key,
 )
+from faultmaven_auth.tokens.principal_cache import GenerationCache, PrincipalCache
 from faultmaven_auth.tokens.service_client_endpoints import router as service_clients_router
+from faultmaven_auth.tokens.tracking_db import TrackingDatabase
+from faultmaven_auth.tokens.verified_tokens import VerifiedTokenCache
 
 logger = logging.getLogger("faultmaven_auth")
 
@@ -100,7 +105,6 @@ async def build_runtime(
         pool_monitor=PoolMetrics(metrics),
     )
     instrument_engine(engine.sync_engine, metrics)
-    db = Database(engine)
     redis_password = settings.redis_password.get_secret_value() if settings.redis_password else None
     kv = build_kv_store(
         settings.redis_url,
@@ -109,6 +113,30 @@ async def build_runtime(
         max_connections=settings.redis_pool_size,
         pool_timeout=settings.redis_pool_timeout_seconds,
         pool_monitor=None if settings.uses_in_process_store else RedisPoolMetrics(metrics),
+    )
+    principals = PrincipalCache(
+        max_entries=settings.principal_cache_size,
+        max_age_seconds=settings.principal_cache_max_age_seconds,
+    )
+    client_authorities: GenerationCache[uuid.UUID, bool] = GenerationCache(
+        max_entries=settings.principal_cache_size,
+        max_age_seconds=settings.principal_cache_max_age_seconds,
+    )
+
+    client_credentials: ClientCredentials = ClientCredentials(
+        max_entries=settings.principal_cache_size
+    )
+
+    def clear_local_caches() -> None:
+        principals.clear()
+        client_authorities.clear()
+        client_credentials.clear()
+
+    db = TrackingDatabase(
+        engine,
+        kv,
+        clear_local_caches=clear_local_caches,
+        retry_for_seconds=settings.principal_cache_max_age_seconds,
     )
     secret = settings.signing_key_encryption_key
     cipher = KeyCipher(secret.get_secret_value() if secret else None)
@@ -135,6 +163,12 @@ async def build_runtime(
             if isinstance(exc, KeyDecryptionError):
                 raise ConfigurationError(str(exc)) from exc
             raise
+    access_tokens = AccessTokenCodec(
+        keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+    )
     return Runtime(
         settings=settings,
         db=db,
@@ -142,12 +176,13 @@ async def build_runtime(
         hasher=build_password_hasher(settings, metrics),
         cipher=cipher,
         keys=keys,
-        access_tokens=AccessTokenCodec(
-            keys,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+        access_tokens=access_tokens,
+        verified_tokens=VerifiedTokenCache(
+            access_tokens, keys, max_entries=settings.token_cache_size
         ),
+        principals=principals,
+        client_authorities=client_authorities,
+        client_credentials=client_credentials,
         metrics=metrics,
         activity=ActivityTracker(kv, window_seconds=settings.activity_window_seconds),
         tracer=tracer or NoOpTracer(),

@@ -245,6 +245,14 @@ class Settings(BaseSettings):
     metrics_max_organization_labels: int = Field(default=100, ge=1)
     metrics_cache_seconds: float = Field(default=10.0, ge=0)
     activity_window_seconds: int = Field(default=15 * 60, ge=60)
+    # Per-worker caches of the hot path (docs/architecture.md, "Request authentication"):
+    # verified access tokens (never past their exp) and loaded principals (invalidated
+    # through the key-value store by every write that changes one). 0 turns one off.
+    token_cache_size: int = Field(default=10_000, ge=0)
+    principal_cache_size: int = Field(default=10_000, ge=0)
+    # A bound on staleness should an invalidation ever be lost (the store failed between
+    # a commit and its invalidation); invalidations themselves take effect at once.
+    principal_cache_max_age_seconds: int = Field(default=300, ge=1)
     health_check_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     profiling_enabled: bool = False
     profiling_token: SecretStr | None = None

@@ -1,7 +1,7 @@
 """The authentication schemes the OpenAPI document declares.
 
 Verification itself stays where it was (``rbac.dependencies.bearer_token``,
-``tokens.service_clients.parse_basic_auth``, ``observability.exposition``), because
+``tokens.service_client_auth.parse_basic_auth``, ``observability.exposition``), because
 their error codes and ``WWW-Authenticate`` headers are part of the API; these
 dependencies only name the scheme, so FastAPI lists it under ``securitySchemes`` and on
 every operation that depends on it, however deep in the dependency tree.

@@ -18,17 +18,13 @@ from faultmaven_auth.identity.schemas import (
     UserUpdate,
 )
 from faultmaven_auth.organizations.schemas import OrganizationOut
-from faultmaven_auth.rbac.dependencies import (
-    OrgAccess,
-    Principal,
-    current_principal,
-    request_meta,
-    require,
-)
+from faultmaven_auth.rbac.dependencies import OrgAccess, request_meta, require
 from faultmaven_auth.rbac.permissions import Permission
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.schemas import Page, decode_cursor, encode_cursor
 from faultmaven_auth.security.rate_limit import RateLimitScope, enforce_rate_limit
+from faultmaven_auth.tokens.authentication import current_principal
+from faultmaven_auth.tokens.principal import Principal
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/v1/organizations/{org_id}/users", tags=["users"])

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from faultmaven_auth.audit.events import AuditEventType, Outcome
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.errors import Conflict, Forbidden
 from faultmaven_auth.identity.schemas import PasswordChange
 from faultmaven_auth.identity.service import check_password_policy
-from faultmaven_auth.rbac.dependencies import Principal
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.lockout import begin_login_attempt
-from faultmaven_auth.storage.models import User
+from faultmaven_auth.storage.models import Organization, User
+from faultmaven_auth.storage.write_scope import in_organization
+from faultmaven_auth.tokens.principal import Principal
 from faultmaven_auth.tokens.service import revoke_families_access, revoke_user_sessions
 
 logger = logging.getLogger("faultmaven_auth.identity")
@@ -34,7 +35,15 @@ async def change_own_password(
     runtime: Runtime, principal: Principal, data: PasswordChange, meta: RequestMeta
 ) -> None:
     check_password_policy(data.new_password, field="new_password")
-    user = principal.user
+    # The stored hash is not part of the (cached) principal: read it as it is now.
+    async with runtime.db.session() as session:
+        user, organization = (
+            await session.execute(
+                select(User, Organization)
+                .join(Organization, Organization.id == User.organization_id)
+                .where(User.id == principal.user.id)
+            )
+        ).one()
     # Guessing the current password here counts like guessing it at login: the same
     # per-account lock (with the organization named) and per-address limits, reserved
     # before the hash is checked.
@@ -42,7 +51,7 @@ async def change_own_password(
     verified_hash = user.password_hash
     result = await attempt.verify_password(verified_hash, data.current_password)
     if not result.valid:
-        await attempt.count_failure(user, principal.organization)
+        await attempt.count_failure(user, organization)
         async with runtime.db.transaction() as session:
             record_audit_event(
                 session,
@@ -68,7 +77,7 @@ async def change_own_password(
             .where(User.id == user.id, User.password_hash == verified_hash)
             .values(password_hash=new_hash)
             .returning(User.id)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, **in_organization(user.organization_id))
         )
         if replaced is None:
             raise Conflict(

@@ -30,8 +30,9 @@ router = APIRouter(prefix="/api/v1/organizations/{org_id}", tags=["organizations
 @router.get("", response_model=OrganizationOut)
 async def get_organization(
     access: OrgAccess = Depends(require(Permission.ORGANIZATION_READ)),
+    runtime: Runtime = Depends(get_runtime),
 ) -> OrganizationOut:
-    return OrganizationOut.model_validate(access.principal.organization)
+    return OrganizationOut.model_validate(await service.get_organization(runtime, access))
 
 
 @router.patch("", response_model=OrganizationOut)

@@ -31,10 +31,20 @@ from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.storage.models import Invitation, Organization, Team, TeamMembership, User
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.storage.tenancy import OrgId, scoped
+from faultmaven_auth.storage.write_scope import in_organization
 from faultmaven_auth.tokens.service import hash_token, normalize_email, revoke_organization_sessions
 from faultmaven_auth.tokens.service_clients import revoke_organization_service_clients
 
 # -- organization -------------------------------------------------------------------
+
+
+async def get_organization(runtime: Runtime, access: OrgAccess) -> Organization:
+    """The caller's organization (live: the principal's checks found it so)."""
+    async with runtime.db.session() as session:
+        org = await session.get(Organization, access.org_id)
+    if org is None:
+        raise NotFound("Organization not found", code="ORGANIZATION_NOT_FOUND")
+    return org
 
 
 async def update_organization(
@@ -234,7 +244,10 @@ async def update_team(
 async def delete_team(runtime: Runtime, access: OrgAccess, team_id: uuid.UUID) -> None:
     async with access.transaction(runtime.db) as session:
         team = await get_team(session, access.org_id, team_id, for_update=True)
-        await session.execute(delete(TeamMembership).where(TeamMembership.team_id == team.id))
+        await session.execute(
+            delete(TeamMembership).where(TeamMembership.team_id == team.id),
+            execution_options=in_organization(team.organization_id),
+        )
         await session.delete(team)
         access.audit(
             session,
@@ -291,10 +304,3 @@ async def remove_team_member(
             target_id=team.id,
             details={"user_id": str(user_id)},
         )
-
-
-async def team_ids_of_user(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
-    result = await session.scalars(
-        select(TeamMembership.team_id).where(TeamMembership.user_id == user_id)
-    )
-    return list(result.all())

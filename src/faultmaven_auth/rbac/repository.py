@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from faultmaven_auth.rbac.permissions import SYSTEM_ROLE_PERMISSIONS, Permission
 from faultmaven_auth.storage.models import Role, RolePermission, User, UserRole
 from faultmaven_auth.storage.tenancy import OrgId, scoped
+from faultmaven_auth.storage.write_scope import in_organization
 
 
 def role_permissions(role: Role, custom: Iterable[str]) -> frozenset[Permission]:
@@ -94,14 +95,22 @@ async def role_name_taken(session: AsyncSession, org_id: OrgId, name: str) -> bo
 async def set_role_permissions(
     session: AsyncSession, role_id: uuid.UUID, permissions: Iterable[Permission]
 ) -> None:
-    await session.execute(delete(RolePermission).where(RolePermission.role_id == role_id))
+    role = await session.get(Role, role_id)  # loaded by the caller: no query
+    await session.execute(
+        delete(RolePermission).where(RolePermission.role_id == role_id),
+        execution_options=in_organization(role.organization_id if role else None),
+    )
     session.add_all(RolePermission(role_id=role_id, permission=p.value) for p in permissions)
 
 
 async def replace_user_roles(
     session: AsyncSession, user_id: uuid.UUID, role_ids: Iterable[uuid.UUID]
 ) -> None:
-    await session.execute(delete(UserRole).where(UserRole.user_id == user_id))
+    user = await session.get(User, user_id)  # loaded (or just added) by the caller
+    await session.execute(
+        delete(UserRole).where(UserRole.user_id == user_id),
+        execution_options=in_organization(user.organization_id if user else None),
+    )
     session.add_all(UserRole(user_id=user_id, role_id=rid) for rid in role_ids)
 
 

@@ -47,6 +47,7 @@ from faultmaven_auth.errors import DependencyAtCapacity
 # Execution option carried by the write engine; read by the SQLite ``begin`` listener.
 SQLITE_BEGIN = "faultmaven_sqlite_begin"
 WRITE_QUEUE_TIMEOUT_SECONDS = 30
+POOL_RECYCLE_SECONDS = 300
 
 
 TOO_MANY_CONNECTIONS = "53300"  # PostgreSQL: too_many_connections (server or role limit)
@@ -87,7 +88,7 @@ class MonitoredQueuePool(AsyncAdaptedQueuePool):
     ``create_engine`` makes a subclass per engine that carries the monitor (or None),
     because SQLAlchemy builds the pool itself (and rebuilds it as ``self.__class__`` on
     dispose). The hooks are the pool's own get/return steps: the wait includes opening a
-    new connection when the pool has room, not the pre-ping that follows.
+    new connection when the pool has room.
     """
 
     monitor: ClassVar[PoolMonitor | None] = None
@@ -131,8 +132,11 @@ def create_engine(
         # No pre-ping: a local file does not drop connections, and each ping is a thread hop.
         kwargs["connect_args"] = {"timeout": WRITE_QUEUE_TIMEOUT_SECONDS}
     else:
-        # A server may close idle connections (restarts, failovers): test before use.
-        kwargs["pool_pre_ping"] = True
+        # No pre-ping: it is a round trip on every checkout. Connections are replaced
+        # before servers and proxies commonly drop idle ones; one dropped anyway
+        # (restart, failover) fails its statement as a 503 and invalidates the pool,
+        # so the next checkout connects afresh.
+        kwargs["pool_recycle"] = POOL_RECYCLE_SECONDS
     if _uses_queue_pool(url):
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size if max_overflow is None else max_overflow

@@ -12,23 +12,22 @@ from faultmaven_auth.api import security
 from faultmaven_auth.api.openapi import error_responses
 from faultmaven_auth.errors import BadRequest
 from faultmaven_auth.hostile_input import unsafe_text
-from faultmaven_auth.organizations.service import team_ids_of_user
-from faultmaven_auth.rbac.dependencies import (
-    authenticate_request,
-    bearer_token,
-    request_meta,
-    verify_access_token,
-)
+from faultmaven_auth.rbac.dependencies import request_meta
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.security.rate_limit import RateLimitScope, enforce_rate_limit
 from faultmaven_auth.tokens import introspection, rotation, service
+from faultmaven_auth.tokens.authentication import (
+    authenticate_request,
+    bearer_token,
+    verify_access_token,
+)
 from faultmaven_auth.tokens.schemas import (
     LoginRequest,
     MeResponse,
     RefreshRequest,
     TokenResponse,
 )
-from faultmaven_auth.tokens.service_clients import authenticate_service_client
+from faultmaven_auth.tokens.service_client_auth import authenticate_service_client
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 well_known = APIRouter(tags=["discovery"])
@@ -79,16 +78,14 @@ async def logout(request: Request, runtime: Runtime = Depends(get_runtime)) -> N
 
 @router.get("/me", response_model=MeResponse, dependencies=[Security(security.access_token)])
 async def me(request: Request, runtime: Runtime = Depends(get_runtime)) -> MeResponse:
-    # One session for authentication and the team lookup: one connection checkout.
-    async with runtime.db.session() as session:
-        principal = await authenticate_request(request, runtime, session)
-        team_ids = await team_ids_of_user(session, principal.user.id)
+    # Everything comes with the principal (cached while nothing about it changes).
+    principal = await authenticate_request(request, runtime)
     return MeResponse(
         id=principal.user.id,
         email=principal.user.email,
         full_name=principal.user.full_name,
         organization_id=principal.organization.id,
-        team_ids=team_ids,
+        team_ids=list(principal.identity.team_ids),
         roles=sorted(r.name for r in principal.roles),
         permissions=sorted(p.value for p in principal.permissions),
     )
@@ -141,8 +138,7 @@ _INTROSPECTION_BODY = {
 async def introspect(request: Request, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """RFC 7662 token introspection for service clients (HTTP Basic)."""
     await enforce_rate_limit(runtime, RateLimitScope.INTROSPECT, request_meta(request))
-    async with runtime.db.session() as session:
-        client = await authenticate_service_client(session, request.headers.get("authorization"))
+    client = await authenticate_service_client(runtime, request.headers.get("authorization"))
     token = await _introspection_token(request)
     return await introspection.introspect(runtime, client, token)
 

@@ -14,40 +14,35 @@ from sqlalchemy import select
 
 from faultmaven_auth.errors import InvalidToken
 from faultmaven_auth.runtime import Runtime
-from faultmaven_auth.storage.models import Organization, RefreshToken, ServiceClient, User
+from faultmaven_auth.storage.models import RefreshToken
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.tokens.access import ExpiredToken
-from faultmaven_auth.tokens.revocation import is_revoked
+from faultmaven_auth.tokens.authentication import resolve_principal
+from faultmaven_auth.tokens.client_credentials import AuthenticatedClient
 from faultmaven_auth.tokens.service import REFRESH_TOKEN_PREFIX, hash_token
 
 
-async def introspect(runtime: Runtime, client: ServiceClient, token: str) -> dict[str, Any]:
-    """RFC 7662: ``{"active": false}`` for anything not currently valid or not visible."""
+async def introspect(runtime: Runtime, client: AuthenticatedClient, token: str) -> dict[str, Any]:
+    """RFC 7662: ``{"active": false}`` for anything not currently valid or not visible.
+
+    An access token goes through the same caches as a bearer token (``authentication``):
+    its signature once per worker, then one store round trip, and the database only
+    when the user's cached state is stale.
+    """
     inactive: dict[str, Any] = {"active": False}
     try:
-        claims = runtime.access_tokens.verify(token)
+        claims = runtime.verified_tokens.verify(token)
     except ExpiredToken:
         runtime.metrics.token_validated("expired")
         return inactive
     except InvalidToken:
         return await _introspect_refresh(runtime, client, token)
-    if await is_revoked(runtime.kv, claims):
-        runtime.metrics.token_validated("failure")
-        return inactive
     if client.organization_id is not None and client.organization_id != claims.organization_id:
         return inactive
-    async with runtime.db.session() as session:
-        row = (
-            await session.execute(
-                select(User.is_active, Organization.deleted_at)
-                .join(Organization, Organization.id == User.organization_id)
-                .where(User.id == claims.user_id)
-            )
-        ).first()
-    if row is None or not row[0] or row[1] is not None:
-        runtime.metrics.token_validated("failure")
+    try:
+        await resolve_principal(runtime, claims)
+    except InvalidToken:
         return inactive
-    runtime.metrics.token_validated("success")
     return {
         "active": True,
         "token_type": "access_token",
@@ -63,7 +58,7 @@ async def introspect(runtime: Runtime, client: ServiceClient, token: str) -> dic
 
 
 async def _introspect_refresh(
-    runtime: Runtime, client: ServiceClient, token: str
+    runtime: Runtime, client: AuthenticatedClient, token: str
 ) -> dict[str, Any]:
     if not token.startswith(REFRESH_TOKEN_PREFIX):
         runtime.metrics.token_validated("failure")

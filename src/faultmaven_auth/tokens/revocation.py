@@ -36,6 +36,7 @@ async def revoke_family_access(
     await kv.set(_family_key(session_id), "1", access_ttl_seconds + 5)
 
 
-async def is_revoked(kv: KeyValueStore, claims: AccessClaims) -> bool:
-    jti, family = await kv.get_many([_jti_key(claims.jti), _family_key(claims.session_id)])
-    return jti is not None or family is not None
+def revocation_keys(claims: AccessClaims) -> list[str]:
+    """The keys whose presence means revoked; callers read them with whatever else the
+    request needs from the store, in one round trip."""
+    return [_jti_key(claims.jti), _family_key(claims.session_id)]

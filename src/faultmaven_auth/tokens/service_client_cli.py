@@ -13,6 +13,7 @@ from faultmaven_auth.audit.recorder import record_audit_event
 from faultmaven_auth.cli_support import CLI_META, cli_settings, run_async
 
 if TYPE_CHECKING:
+    from faultmaven_auth.config import Settings
     from faultmaven_auth.storage.models import ServiceClient
 
 
@@ -136,7 +137,9 @@ def service_clients_revoke(client_id: str) -> None:
                 changed = revoke_service_client(
                     session, client, meta=CLI_META, actor_id=None, reason="revoked_by_operator"
                 )
-                return {**_service_client_json(client), "already_revoked": not changed}
+                revoked = {**_service_client_json(client), "already_revoked": not changed}
+            await _invalidate_servers(settings, client.organization_id)
+            return revoked
         finally:
             await db.dispose()
 
@@ -144,3 +147,23 @@ def service_clients_revoke(client_id: str) -> None:
     if result is None:
         raise click.ClickException(f"SERVICE_CLIENT_NOT_FOUND: no service client {client_id!r}")
     click.echo(json.dumps(result))
+
+
+async def _invalidate_servers(settings: Settings, organization_id: uuid.UUID | None) -> None:
+    """Running servers sharing a store drop what they cached about the client at once.
+
+    With the in-process store there is nothing to reach: servers then read the client's
+    row on every request (``service_client_auth``), so the revocation holds anyway.
+    """
+    from faultmaven_auth.storage.kv import build_kv_store
+    from faultmaven_auth.tokens.principal_cache import invalidate_principals
+
+    if settings.uses_in_process_store:
+        return
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    kv = build_kv_store(settings.redis_url, password=password, prefix=settings.kv_key_prefix)
+    try:
+        organizations = [] if organization_id is None else [organization_id]
+        await invalidate_principals(kv, organizations, everything=organization_id is None)
+    finally:
+        await kv.close()

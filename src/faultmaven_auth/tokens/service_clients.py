@@ -1,8 +1,8 @@
 """Service clients: machines that call introspection with HTTP Basic (id + secret).
 
 The secret is shown once at creation and stored as a SHA-256 hash; it is a 256-bit
-random value, so a fast hash is enough. Comparison is constant-time, and an unknown
-client id costs the same comparison as a known one.
+random value, so a fast hash is enough. Checking it, and the client's authority, is
+``service_client_auth``.
 
 A client made by a member through the API carries that member's authority, and no more
 of it than the member still has: at every authentication the creator must be an active
@@ -14,10 +14,6 @@ the operator's CLI (no organization, no creator) answer to nobody but the operat
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-import logging
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -28,18 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
-from faultmaven_auth.errors import NotFound, Unauthorized
-from faultmaven_auth.hostile_input import unsafe_text
-from faultmaven_auth.rbac.permissions import Permission
-from faultmaven_auth.rbac.repository import effective_permissions
-from faultmaven_auth.storage.models import Organization, ServiceClient, User
+from faultmaven_auth.errors import NotFound
+from faultmaven_auth.storage.models import ServiceClient
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.storage.tenancy import OrgId, scoped
 from faultmaven_auth.tokens.service import hash_token
-
-logger = logging.getLogger("faultmaven_auth.service_clients")
-
-_DUMMY_HASH = hash_token("no-such-client")
 
 
 @dataclass(frozen=True)
@@ -171,71 +160,3 @@ async def revoke_organization_service_clients(
         actor_id=actor_id,
         reason="organization_deleted",
     )
-
-
-# -- authentication ---------------------------------------------------------------------
-
-
-def parse_basic_auth(header: str | None) -> tuple[str, str]:
-    scheme, _, encoded = (header or "").partition(" ")
-    if scheme.lower() != "basic" or not encoded:
-        raise _client_auth_failed()
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise _client_auth_failed() from exc
-    client_id, sep, secret = decoded.partition(":")
-    # Control characters are in no issued id or secret; refused here, they never reach
-    # a query (PostgreSQL would fail on a NUL where SQLite just finds nothing).
-    if not sep or unsafe_text(decoded) is not None:
-        raise _client_auth_failed()
-    return client_id, secret
-
-
-async def authenticate_service_client(session: AsyncSession, header: str | None) -> ServiceClient:
-    client_id, secret = parse_basic_auth(header)
-    client = await session.scalar(select(ServiceClient).where(ServiceClient.client_id == client_id))
-    expected = client.secret_hash if client is not None else _DUMMY_HASH
-    matches = hmac.compare_digest(expected, hash_token(secret))
-    if client is None or not matches or client.revoked_at is not None:
-        raise _client_auth_failed()
-    reason = await stale_authority(session, client)
-    if reason is not None:
-        # The caller holds the right secret: the reason is no help to a guesser, and
-        # the operator needs it. The answer to the caller stays the same 401.
-        logger.warning(
-            "Service client refused",
-            extra={"event_type": "service_client_refused", "reason": reason},
-        )
-        raise _client_auth_failed()
-    return client
-
-
-async def stale_authority(session: AsyncSession, client: ServiceClient) -> str | None:
-    """Why ``client`` no longer carries authority, or None while it does."""
-    if client.organization_id is None:
-        return None  # a platform client: the operator's, not a tenant's
-    org_deleted_at = await session.scalar(
-        select(Organization.deleted_at).where(Organization.id == client.organization_id)
-    )
-    if org_deleted_at is not None:
-        return "organization_deleted"
-    if client.created_by_id is None:
-        return None  # bound to the organization by the operator's CLI
-    creator = (
-        await session.execute(
-            select(User.is_active, User.organization_id).where(User.id == client.created_by_id)
-        )
-    ).first()
-    if creator is None or not creator[0] or creator[1] != client.organization_id:
-        return "creator_inactive"
-    _, permissions = await effective_permissions(session, client.created_by_id)
-    if Permission.SERVICE_CLIENTS_MANAGE not in permissions:
-        return "creator_lacks_permission"
-    return None
-
-
-def _client_auth_failed() -> Unauthorized:
-    error = Unauthorized("Client authentication failed", code="INVALID_CLIENT")
-    error.headers = {"WWW-Authenticate": 'Basic realm="introspection"'}
-    return error
