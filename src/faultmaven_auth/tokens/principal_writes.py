@@ -142,10 +142,20 @@ def note_flushed_rows(session: Session, _: UOWTransaction) -> None:
         changes.add(organization_of(session, row))
 
 
+def _sets_only_untracked_user_columns(statement: Update) -> bool:
+    """A Core ``UPDATE users`` that writes login bookkeeping only (``last_login_at``)."""
+    if getattr(statement.table, "name", None) != User.__tablename__:
+        return False
+    columns = {getattr(key, "key", key) for key in statement._values or ()}
+    return bool(columns) and columns <= _UNTRACKED_USER_COLUMNS
+
+
 def note_bulk_statements(state: ORMExecuteState) -> None:
     statement = state.statement
     if isinstance(statement, Insert | Update | Delete):
         table = getattr(statement.table, "name", None)
+        if isinstance(statement, Update) and _sets_only_untracked_user_columns(statement):
+            return
         if table in _TRACKED_TABLES:
             # Unscoped (no ``storage.write_scope`` option): every organization's.
             _changes(state.session).add(state.execution_options.get(ORGANIZATION_OPTION))
