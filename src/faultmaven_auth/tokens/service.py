@@ -35,6 +35,7 @@ from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.events import SecurityEventType, emit_security_event
 from faultmaven_auth.security.lockout import begin_login_attempt
+from faultmaven_auth.sso.policy import SsoRequired, check_password_login
 from faultmaven_auth.storage.kv import StoreUnavailable
 from faultmaven_auth.storage.models import Organization, RefreshToken, User
 from faultmaven_auth.storage.models.base import utcnow
@@ -191,6 +192,11 @@ async def login(
         # Raised outside the span: a refused login is an outcome (auth_success), not an error.
         raise InvalidCredentials
     assert user is not None  # noqa: S101 - narrowed by the reason checks above
+    try:  # SSO-required organizations (sso/policy.py): owners only, as break-glass
+        break_glass = await check_password_login(runtime.db, user)
+    except SsoRequired:
+        await record_auth_attempt(runtime, "password", False, started)
+        raise
     new_hash = await runtime.hasher.hash(password) if result.needs_rehash else None
     async with runtime.db.transaction() as session:
         user = await session.merge(user)
@@ -207,7 +213,11 @@ async def login(
             actor_id=user.id,
             target_type="user",
             target_id=user.id,
-            details={"method": "password", "password_rehashed": new_hash is not None},
+            details={
+                "method": "password",
+                "password_rehashed": new_hash is not None,
+                **({"break_glass": True} if break_glass else {}),
+            },
         )
     await attempt.succeeded(user)
     await record_auth_attempt(runtime, "password", True, started)
