@@ -9,9 +9,11 @@ verified through the DNS server, a registered redirect URI and a provider.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
@@ -24,7 +26,14 @@ from sqlalchemy import select
 
 from faultmaven_auth.config import Settings
 from faultmaven_auth.storage.models import AuditEvent
-from tests.conftest import Account, client_for, running_app, sign_up, unavailable
+from tests.conftest import (
+    SEEN_SECRETS,
+    Account,
+    client_for,
+    running_app,
+    sign_up,
+    unavailable,
+)
 from tests.sso.dns_server import TxtZone, running_dns
 from tests.sso.fake_idp import FakeIdp, running_fake_idp
 from tests.sso.idp_server import RealIdp, idp_missing, running_idp
@@ -165,10 +174,25 @@ class _Form(HTMLParser):
             self.fields[str(values["name"])] = values.get("value") or ""
 
 
-def browser(app: FastAPI) -> httpx.AsyncClient:
-    """Our app at http://testserver (in process), anything else over the network."""
+@asynccontextmanager
+async def browser(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Our app at http://testserver (in process), anything else over the network.
+
+    httpx logs every URL this browser opens, and those carry the state and the one-time
+    codes the secret guard watches for in the *service's* logs; the test browser's own
+    request lines are kept out of the capture while it runs.
+    """
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-    return httpx.AsyncClient(mounts={"http://testserver": transport}, trust_env=False)
+    httpx_logger = logging.getLogger("httpx")
+    level = httpx_logger.level
+    httpx_logger.setLevel(logging.WARNING)
+    try:
+        async with httpx.AsyncClient(
+            mounts={"http://testserver": transport}, trust_env=False
+        ) as http:
+            yield http
+    finally:
+        httpx_logger.setLevel(level)
 
 
 async def browse(
@@ -181,6 +205,8 @@ async def browse(
     for _ in range(20):
         if response.is_redirect:
             target = urljoin(str(response.url), response.headers["location"])
+            for name in ("code", "state"):  # one-time values: the secret guard watches them
+                SEEN_SECRETS.update(httpx.URL(target).params.get_list(name))
             if target.startswith(stop_at):
                 return response
             response = await http.get(target)

@@ -99,6 +99,39 @@ async def test_existing_member_is_linked_and_group_maps_to_role(
     assert me.json()["roles"] == ["admin"]
 
 
+async def test_userinfo_when_configured(
+    client: httpx.AsyncClient, sso_app: FastAPI, real_idp: RealIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """With use_userinfo, the claims come from the provider's userinfo endpoint too."""
+    tenant = await sso_tenant(client, dns[0], real_idp.issuer, use_userinfo=True)
+    email = tenant.email()
+    async with browser(sso_app) as http:
+        tokens = await _tokens(client, await browse(http, tenant.login_url(), login=email))
+    me = await client.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert me.json()["email"] == email
+    assert me.json()["full_name"] == f"Test {email.split('@')[0]}"
+
+
+async def test_an_error_from_the_provider_is_refused(
+    client: httpx.AsyncClient, sso_app: FastAPI, real_idp: RealIdp, dns: tuple[TxtZone, str]
+) -> None:
+    tenant = await sso_tenant(client, dns[0], real_idp.issuer)
+    async with browser(sso_app) as http:
+        callback = httpx.URL(await _stop_before_callback(http, tenant.login_url(), tenant.email()))
+        denied = callback.copy_remove_param("code").copy_add_param("error", "access_denied")
+        await _callback_refused(
+            client,
+            sso_app,
+            str(denied).removeprefix("http://testserver"),
+            status=400,
+            code="SSO_PROVIDER_ERROR",
+            reason="provider_error",
+            via=http,
+        )
+
+
 async def test_one_time_code_cannot_be_used_twice(
     client: httpx.AsyncClient, sso_app: FastAPI, real_idp: RealIdp, dns: tuple[TxtZone, str]
 ) -> None:
@@ -193,14 +226,16 @@ async def test_unknown_state_and_other_browser_are_refused(
     tenant = await sso_tenant(client, dns[0], real_idp.issuer)
     async with browser(sso_app) as http:
         callback = await _stop_before_callback(http, tenant.login_url(), tenant.email())
-    await _callback_refused(
-        client,
-        sso_app,
-        callback.removeprefix("http://testserver"),
-        status=400,
-        code="SSO_STATE_INVALID",
-        reason="browser_mismatch",
-    )
+    async with browser(sso_app) as other_browser:
+        await _callback_refused(
+            client,
+            sso_app,
+            callback.removeprefix("http://testserver"),
+            status=400,
+            code="SSO_STATE_INVALID",
+            reason="browser_mismatch",
+            via=other_browser,
+        )
 
 
 async def test_unregistered_redirect_uri_is_refused_before_the_provider(
