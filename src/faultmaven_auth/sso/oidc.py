@@ -129,7 +129,6 @@ async def start_login(
                 PendingLogin(
                     provider_id=str(provider.id),
                     organization_id=str(org_id),
-                    provider_type=provider.provider_type,
                     nonce=nonce,
                     code_verifier=verifier,
                     redirect_uri=redirect_uri,
@@ -161,13 +160,9 @@ async def start_login(
     )
 
 
-def _claim(claims: dict[str, Any], name: str) -> Any:
-    return claims.get(name)
-
-
 def _asserted_identity(provider: SsoProvider, claims: dict[str, Any]) -> AssertedIdentity:
     mapping = provider.config["claim_mapping"]
-    email = _claim(claims, mapping["email"])
+    email = claims.get(mapping["email"])
     if not isinstance(email, str) or "@" not in email or len(email) > 320:
         raise SsoLoginRefused("email_missing")
     # Some providers send the boolean as a string.
@@ -176,8 +171,8 @@ def _asserted_identity(provider: SsoProvider, claims: dict[str, Any]) -> Asserte
     email = email.strip().lower()
     if email.rsplit("@", 1)[1] not in provider.allowed_domains:
         raise SsoLoginRefused("domain_not_allowed")
-    name = _claim(claims, mapping["name"])
-    groups = _claim(claims, mapping["groups"])
+    name = claims.get(mapping["name"])
+    groups = claims.get(mapping["groups"])
     return AssertedIdentity(
         subject=claims["sub"],
         email=email,

@@ -33,7 +33,6 @@ def _digest(value: str) -> str:
 class PendingLogin:
     provider_id: str
     organization_id: str
-    provider_type: str
     nonce: str
     code_verifier: str
     redirect_uri: str
