@@ -234,6 +234,7 @@ class Settings(BaseSettings):
     rate_limit_refresh: str = "30/minute;600/hour"
     rate_limit_introspect: str = "600/minute"
     rate_limit_invitation: str = "10/minute;50/hour"
+    rate_limit_sso: str = "30/minute;300/hour"
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -245,6 +246,9 @@ class Settings(BaseSettings):
     sso_code_ttl_seconds: int = Field(default=60, ge=5, le=600)
     sso_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     sso_jwks_cache_seconds: int = Field(default=3600, ge=0)
+    # An unknown kid refetches the JWKS at most this often (forged kids cannot make us
+    # hammer the provider).
+    sso_jwks_min_refresh_seconds: float = Field(default=5.0, ge=0)
     sso_clock_skew_seconds: int = Field(default=60, ge=0, le=600)
     # Plain-http issuers (a local test IdP); refused in production.
     sso_allow_insecure_issuers: bool = False
@@ -293,6 +297,7 @@ class Settings(BaseSettings):
         "rate_limit_refresh",
         "rate_limit_introspect",
         "rate_limit_invitation",
+        "rate_limit_sso",
     )
     @classmethod
     def _valid_rate_limits(cls, value: str) -> str:

@@ -87,6 +87,8 @@ async def sso_app(backend_settings: Settings, dns: tuple[TxtZone, str]) -> Async
             "sso_allow_insecure_issuers": True,
             "sso_dns_nameservers": [dns[1]],
             "database_pool_size": 2,
+            # Key rotation is tested without waiting out the refetch interval.
+            "sso_jwks_min_refresh_seconds": 0,
         }
     )
     async with running_app(settings) as app:

@@ -29,6 +29,7 @@ class FakeIdp:
     kid: str = "k1"
     id_token: str = ""
     token_requests: list[dict[str, list[str]]] = field(default_factory=list)
+    jwks_fetches: int = 0
 
     def jwks(self) -> dict[str, Any]:
         jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
@@ -77,6 +78,7 @@ def _handler(idp: FakeIdp) -> type[BaseHTTPRequestHandler]:
                     }
                 )
             elif self.path == "/jwks":
+                idp.jwks_fetches += 1
                 self._json(idp.jwks())
             else:
                 self.send_error(404)

@@ -5,6 +5,7 @@ other tenants get 404, and every change is audited."""
 from __future__ import annotations
 
 import secrets
+import uuid
 from pathlib import Path
 
 import httpx
@@ -268,3 +269,23 @@ async def test_client_secret_is_encrypted_at_rest(tmp_path: Path, fake_idp: Fake
     assert row.secret is not None
     assert row.secret_encrypted is True
     assert secret.encode() not in row.secret
+
+
+async def test_public_sso_routes_are_rate_limited(tmp_path: Path) -> None:
+    settings = Settings(
+        **FAST_ARGON2,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
+        redis_url=None,
+        environment="development",
+        rate_limit_sso="2/minute",
+    )
+    await upgrade_async(settings.database_url)
+    async with running_app(settings) as app, client_for(app) as http:
+        answers = [
+            await http.post("/api/v1/sso/discover", json={"email": "a@b.example.com"})
+            for _ in range(3)
+        ]
+        start = await http.get(f"/api/v1/sso/{uuid.uuid4()}/login?redirect_uri=x")
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].json()["error"]["code"] == "RATE_LIMITED"
+    assert start.status_code == 429

@@ -175,3 +175,33 @@ async def test_a_correct_token_from_the_same_provider_signs_in_with_pkce(
     challenge = _b64(hashlib.sha256(verifier.encode()).digest())
     assert challenge == authorize.params["code_challenge"]
     assert form["redirect_uri"] == ["http://testserver/api/v1/sso/oidc/callback"]
+
+
+async def test_jwks_is_cached_and_fetched_again_for_a_rotated_key(
+    client: httpx.AsyncClient, fake_idp: FakeIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """A known kid is served from the cache; a new kid (the IdP rotated) refetches."""
+    tenant = await _forged_tenant(client, dns, fake_idp)
+
+    async def log_in() -> int:
+        authorize = await _start(client, tenant)
+        claims = fake_idp.claims(authorize.params["nonce"], tenant.email())
+        fake_idp.id_token = fake_idp.sign(claims)
+        response = await client.get(
+            "/api/v1/sso/oidc/callback",
+            params={"state": authorize.params["state"], "code": "c0de"},
+        )
+        return response.status_code
+
+    assert await log_in() == 302
+    fetched = fake_idp.jwks_fetches
+    assert await log_in() == 302
+    assert fake_idp.jwks_fetches == fetched
+    previous = (fake_idp.key, fake_idp.kid)
+    fake_idp.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fake_idp.kid = "k2"
+    try:
+        assert await log_in() == 302
+        assert fake_idp.jwks_fetches == fetched + 1
+    finally:
+        fake_idp.key, fake_idp.kid = previous

@@ -395,6 +395,10 @@ async def test_password_login_refused_when_sso_is_required_but_owner_breaks_glas
     )
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "SSO_REQUIRED"
+    wrong = await client.post(
+        "/api/v1/auth/login", json={"email": member, "password": "Wrong-42-x"}
+    )
+    assert wrong.status_code == 401  # a guesser learns nothing about SSO
     # The owner's address is outside the SSO domain here; put an owner inside it.
     owner_in_domain = tenant.email("owner")
     made = await client.post(

@@ -1,4 +1,8 @@
-"""Public SSO routes: discovery, the OIDC redirect and callback, the code exchange."""
+"""Public SSO routes: discovery, the OIDC redirect and callback, the code exchange.
+
+All four are unauthenticated and each writes to the store or the audit log, so they
+share one per-address rate limit (``RATE_LIMIT_SSO``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from fastapi.responses import RedirectResponse
 from faultmaven_auth.api.openapi import error_responses
 from faultmaven_auth.rbac.dependencies import request_meta
 from faultmaven_auth.runtime import Runtime, get_runtime
+from faultmaven_auth.security.rate_limit import RateLimitScope, enforce_rate_limit
 from faultmaven_auth.sso import oidc
 from faultmaven_auth.sso.config_endpoints import get_oidc_http
 from faultmaven_auth.sso.domains import discover_provider
@@ -17,7 +22,17 @@ from faultmaven_auth.sso.oidc_http import OidcHttp
 from faultmaven_auth.sso.schemas import DiscoverRequest, DiscoverResponse, SsoTokenRequest
 from faultmaven_auth.tokens.schemas import TokenResponse
 
-router = APIRouter(prefix="/api/v1/sso", tags=["sso"])
+
+async def _rate_limited(request: Request, runtime: Runtime = Depends(get_runtime)) -> None:
+    await enforce_rate_limit(runtime, RateLimitScope.SSO, request_meta(request))
+
+
+router = APIRouter(
+    prefix="/api/v1/sso",
+    tags=["sso"],
+    dependencies=[Depends(_rate_limited)],
+    responses=error_responses(429),
+)
 
 
 @router.post("/discover", response_model=DiscoverResponse)

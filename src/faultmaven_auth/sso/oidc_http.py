@@ -22,9 +22,6 @@ from faultmaven_auth.config import Settings
 from faultmaven_auth.sso.errors import SsoConfigurationInvalid, SsoLoginRefused
 
 MAX_DOCUMENT_BYTES = 256 * 1024
-# An unknown kid refetches the JWKS at most this often, so forged tokens cannot make
-# us hammer the provider.
-MIN_JWKS_REFRESH_SECONDS = 5.0
 _REQUIRED_METADATA = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
 
 
@@ -150,7 +147,9 @@ class OidcHttp:
         cached = self._jwks.get(jwks_uri)
         fresh = cached is not None and now - cached[0] < self._settings.sso_jwks_cache_seconds
         key = _pick(cached[1], kid, algorithm) if cached and fresh else None
-        if key is None and (cached is None or now - cached[0] >= MIN_JWKS_REFRESH_SECONDS):
+        if key is None and (
+            cached is None or now - cached[0] >= self._settings.sso_jwks_min_refresh_seconds
+        ):
             keys = await self._fetch_jwks(jwks_uri)
             self._jwks[jwks_uri] = (now, keys)
             key = _pick(keys, kid, algorithm)
