@@ -109,6 +109,10 @@ ATTACKS: dict[str, tuple[Forge, str]] = {
         "issued_in_future",
     ),
     "not a JWT": (lambda i, n, e: "not-a-jwt", "invalid_id_token"),
+    "NUL in the subject": (
+        lambda i, n, e: i.sign(i.claims(n, e, sub="a\u0000b")),
+        "invalid_id_token",
+    ),
 }
 
 

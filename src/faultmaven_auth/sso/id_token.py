@@ -15,6 +15,7 @@ from typing import Any
 
 import jwt
 
+from faultmaven_auth.hostile_input import unsafe_text
 from faultmaven_auth.sso.errors import SsoLoginRefused
 from faultmaven_auth.sso.oidc_http import OidcHttp
 
@@ -77,6 +78,7 @@ async def verify_id_token(
         token_nonce.encode(), nonce.encode()
     ):
         raise SsoLoginRefused("nonce_mismatch")
-    if not isinstance(claims["sub"], str) or not claims["sub"] or len(claims["sub"]) > 255:
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject or len(subject) > 255 or unsafe_text(subject):
         raise SsoLoginRefused("invalid_id_token")
     return claims

@@ -35,6 +35,7 @@ from sqlalchemy import select
 from faultmaven_auth.audit.events import AuditEventType, Outcome
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.errors import BadRequest
+from faultmaven_auth.hostile_input import printable, unsafe_text
 from faultmaven_auth.observability.tracing import traced
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.sso.domains import domain_verified_by
@@ -163,7 +164,8 @@ async def start_login(
 def _asserted_identity(provider: SsoProvider, claims: dict[str, Any]) -> AssertedIdentity:
     mapping = provider.config["claim_mapping"]
     email = claims.get(mapping["email"])
-    if not isinstance(email, str) or "@" not in email or len(email) > 320:
+    # The IdP is trusted for who the user is, not for well-formed text.
+    if not isinstance(email, str) or "@" not in email or len(email) > 320 or unsafe_text(email):
         raise SsoLoginRefused("email_missing")
     # Some providers send the boolean as a string.
     if claims.get("email_verified") not in (True, "true"):
@@ -176,7 +178,7 @@ def _asserted_identity(provider: SsoProvider, claims: dict[str, Any]) -> Asserte
     return AssertedIdentity(
         subject=claims["sub"],
         email=email,
-        full_name=name.strip()[:200] if isinstance(name, str) else "",
+        full_name=printable(name).strip()[:200] if isinstance(name, str) else "",
         groups=[g for g in groups if isinstance(g, str)] if isinstance(groups, list) else [],
     )
 
