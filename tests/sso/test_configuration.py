@@ -140,7 +140,7 @@ async def test_a_provider_whose_discovery_fails_is_not_stored(
     answer = await client.post(
         f"{owner.org_url}/sso-providers", headers=owner.headers, json=_provider_body(issuer)
     )
-    assert answer.status_code == 422, answer.text
+    assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == expected
     listed = await client.get(f"{owner.org_url}/sso-providers", headers=owner.headers)
     assert listed.json() == []

@@ -48,7 +48,7 @@ async def create_sso_provider(
     runtime: Runtime = Depends(get_runtime),
     http: OidcHttp = Depends(get_oidc_http),
 ) -> SsoProviderOut:
-    """Discovered and checked first: an issuer that does not answer properly is a 422."""
+    """Discovered and checked first: an issuer that does not answer properly is a 400."""
     provider = await providers.create_provider(runtime, http, access, body)
     return providers.provider_out(provider, runtime.settings)
 

@@ -1,7 +1,7 @@
 """SSO errors: what the browser or the admin sees (status + stable code).
 
     AppError
-    ├── SsoConfigurationInvalid   422  SSO_DISCOVERY_FAILED, SSO_INVALID_CONFIGURATION, ...
+    ├── SsoConfigurationInvalid   422  SSO_ROLE_NOT_ALLOWED, SSO_INVALID_REDIRECT_URI, ...
     └── SsoLoginRefused           400/401/403/404/503, code from the failure ``reason``
 
 A refused login carries a ``reason`` (state_mismatch, nonce_mismatch, expired, ...):

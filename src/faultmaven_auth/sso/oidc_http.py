@@ -1,8 +1,8 @@
 """Everything the service asks of an OpenID provider over HTTP: discovery, the token
 endpoint, userinfo and the JWKS (cached, refreshed when an unknown ``kid`` shows up).
 
-httpx errors stop here. At configuration time they become ``SsoConfigurationInvalid``
-(422 ``SSO_DISCOVERY_FAILED``: nothing is stored); during a login they become
+httpx errors stop here. At configuration time they become 400 ``SSO_DISCOVERY_FAILED``
+(nothing is stored); during a login they become
 ``SsoLoginRefused`` (``provider_unavailable`` 503, ``code_rejected`` 400). Responses are
 parsed as JSON objects of bounded size; nothing the provider sends is logged.
 """
@@ -19,14 +19,16 @@ import httpx
 import jwt
 
 from faultmaven_auth.config import Settings
-from faultmaven_auth.sso.errors import SsoConfigurationInvalid, SsoLoginRefused
+from faultmaven_auth.errors import BadRequest
+from faultmaven_auth.sso.errors import SsoLoginRefused
 
 MAX_DOCUMENT_BYTES = 256 * 1024
 _REQUIRED_METADATA = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
 
 
-def discovery_failed(message: str) -> SsoConfigurationInvalid:
-    return SsoConfigurationInvalid(message, code="SSO_DISCOVERY_FAILED")
+def discovery_failed(message: str) -> BadRequest:
+    # 400, not 422: the request was well formed; the issuer is what failed.
+    return BadRequest(message, code="SSO_DISCOVERY_FAILED")
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
@@ -63,7 +65,7 @@ class OidcHttp:
         return parts.scheme in allowed and bool(parts.hostname) and not parts.fragment
 
     async def discover(self, issuer: str) -> dict[str, Any]:
-        """The provider's metadata, checked; raises 422 SSO_DISCOVERY_FAILED otherwise."""
+        """The provider's metadata, checked; raises 400 SSO_DISCOVERY_FAILED otherwise."""
         if not self.check_url(issuer):
             raise discovery_failed("The issuer must be an https URL")
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"

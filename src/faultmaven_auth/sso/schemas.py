@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -15,6 +15,12 @@ from faultmaven_auth.schemas import Password, RequestModel, ResponseModel
 _DOMAIN = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,64}$")
 TokenAuthMethod = Literal["client_secret_basic", "client_secret_post"]
+# Plain strings (compared exactly, never normalized) that the OpenAPI document still
+# describes by format, for clients and schema-driven tests.
+Url = Annotated[str, Field(min_length=1, max_length=2000, json_schema_extra={"format": "uri"})]
+Domain = Annotated[
+    str, Field(min_length=1, max_length=253, json_schema_extra={"format": "hostname"})
+]
 
 
 def normalize_domain(value: str) -> str:
@@ -51,14 +57,14 @@ class OidcProviderCreate(RequestModel):
     provider_type: Literal["oidc"] = "oidc"
     name: str = Field(min_length=1, max_length=200)
     enabled: bool = True
-    issuer: str = Field(min_length=1, max_length=2000)
+    issuer: Url
     client_id: str = Field(min_length=1, max_length=255)
     client_secret: Password = Field(min_length=1, max_length=1024)
     token_endpoint_auth_method: TokenAuthMethod = "client_secret_basic"
     scopes: list[str] = Field(default=["openid", "email", "profile"], max_length=20)
     claim_mapping: ClaimMapping = Field(default_factory=ClaimMapping)
     use_userinfo: bool = False
-    allowed_domains: list[str] = Field(min_length=1, max_length=50)
+    allowed_domains: list[Domain] = Field(min_length=1, max_length=50)
     jit_enabled: bool = False
     # None: the system role "member".
     default_role_id: uuid.UUID | None = None
@@ -74,14 +80,14 @@ class OidcProviderUpdate(RequestModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     enabled: bool | None = None
-    issuer: str | None = Field(default=None, min_length=1, max_length=2000)
+    issuer: Url | None = None
     client_id: str | None = Field(default=None, min_length=1, max_length=255)
     client_secret: Password | None = Field(default=None, min_length=1, max_length=1024)
     token_endpoint_auth_method: TokenAuthMethod | None = None
     scopes: list[str] | None = Field(default=None, max_length=20)
     claim_mapping: ClaimMapping | None = None
     use_userinfo: bool | None = None
-    allowed_domains: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    allowed_domains: list[Domain] | None = Field(default=None, min_length=1, max_length=50)
     jit_enabled: bool | None = None
     default_role_id: uuid.UUID | None = None
     group_role_map: dict[str, uuid.UUID] | None = Field(default=None, max_length=100)
@@ -118,7 +124,7 @@ class SsoProviderOut(ResponseModel):
 
 
 class RedirectUriCreate(RequestModel):
-    uri: str = Field(min_length=1, max_length=2000)
+    uri: Url
 
 
 class RedirectUriOut(ResponseModel):
@@ -128,7 +134,7 @@ class RedirectUriOut(ResponseModel):
 
 
 class DomainClaim(RequestModel):
-    domain: str = Field(min_length=1, max_length=253)
+    domain: Domain
 
     _check_domain = field_validator("domain")(normalize_domain)
 
