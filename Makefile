@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint install install-dev system-deps migrate monitor bench clean
+.PHONY: run test lint install install-dev system-deps test-idp migrate monitor bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,12 @@ lint: install-dev
 system-deps:
 	./scripts/install-system-deps.sh
 
+# The OpenID provider (npm oidc-provider) the SSO tests log in through; npm ci only when needed.
+test-idp:
+	./scripts/install-test-idp.sh
+
 ## make test: lint, then the whole suite (embedded backend and PostgreSQL + Redis)
-test: lint system-deps
+test: lint system-deps test-idp
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## make monitor: Prometheus + Alertmanager on 127.0.0.1 with the project's rules, scraping
@@ -69,4 +73,4 @@ bench: install-dev
 	$(BENCH_PY) benchmarks/data_scale/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis var
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis var tests/sso/idp/node_modules

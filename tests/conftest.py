@@ -126,6 +126,8 @@ async def backend_settings(
         "environment": "development",
         "jwt_issuer": "http://testserver",
         "cors_origins": [],
+        # SSO providers in tests are discovered from issuers on http://127.0.0.1.
+        "sso_allow_insecure_issuers": True,
     }
     if request.param == "embedded":
         path: Path = tmp_path_factory.mktemp("embedded") / "auth.db"
@@ -176,6 +178,7 @@ _SECRET_REQUEST_FIELDS = (
     "refresh_token",
     "invitation_token",
     "token",
+    "client_secret",  # an SSO provider's, write-only
 )
 _SECRET_RESPONSE_FIELDS = ("access_token", "refresh_token", "client_secret", "token")
 

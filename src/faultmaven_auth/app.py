@@ -57,6 +57,9 @@ from faultmaven_auth.schemas import refuse_unsafe_parameters
 from faultmaven_auth.security.endpoints import router as unlock_router
 from faultmaven_auth.security.events import SecurityEventType
 from faultmaven_auth.security.siem import SiemExport
+from faultmaven_auth.sso.config_endpoints import router as sso_config_router
+from faultmaven_auth.sso.flow_endpoints import router as sso_flow_router
+from faultmaven_auth.sso.oidc_http import OidcHttp
 from faultmaven_auth.storage.db import Database, DatabaseAtCapacity, create_engine
 from faultmaven_auth.storage.kv import build_kv_store
 from faultmaven_auth.tokens.access import AccessTokenCodec
@@ -266,6 +269,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             tracing.start(engine=runtime.db.engine.sync_engine, kv=runtime.kv)
         app.state.runtime = runtime
         app.state.metrics_exporter = MetricsExporter(runtime)
+        app.state.sso_http = OidcHttp(settings)
         siem = SiemExport.from_settings(
             settings, metrics, current_trace_ids if tracing is not None else None
         )
@@ -289,6 +293,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
             await asyncio.to_thread(siem.close)  # flushes queued security events
             runtime.hasher.close()
+            await app.state.sso_http.aclose()
             await runtime.kv.close()
             await runtime.db.dispose()
             if tracing is not None:
@@ -321,6 +326,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         audit_router,
         service_clients_router,
         unlock_router,
+        sso_config_router,
+        sso_flow_router,
     ):
         app.include_router(router)
 

@@ -298,11 +298,28 @@ class Settings(BaseSettings):
     rate_limit_refresh: str = "30/minute;600/hour"
     rate_limit_introspect: str = "600/minute"
     rate_limit_invitation: str = "10/minute;50/hour"
+    rate_limit_sso: str = "30/minute;300/hour"
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    # SSO (docs/sso.md). The callback the IdPs redirect to is
+    # SSO_PUBLIC_BASE_URL + /api/v1/sso/oidc/callback (default base: JWT_ISSUER).
+    sso_public_base_url: str | None = None
+    sso_state_ttl_seconds: int = Field(default=600, ge=30, le=3600)
+    sso_code_ttl_seconds: int = Field(default=60, ge=5, le=600)
+    sso_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    sso_jwks_cache_seconds: int = Field(default=3600, ge=0)
+    # An unknown kid refetches the JWKS at most this often (forged kids cannot make us
+    # hammer the provider).
+    sso_jwks_min_refresh_seconds: float = Field(default=5.0, ge=0)
+    sso_clock_skew_seconds: int = Field(default=60, ge=0, le=600)
+    # Plain-http issuers (a local test IdP); refused in production.
+    sso_allow_insecure_issuers: bool = False
+    # DNS servers ("host" or "host:port") for domain verification; empty: the system's.
+    sso_dns_nameservers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("cors_origins", "trusted_proxies", "sso_dns_nameservers", mode="before")
     @classmethod
     def _parse_lists(cls, value: object) -> object:
         return _split_list(value)
@@ -344,6 +361,7 @@ class Settings(BaseSettings):
         "rate_limit_refresh",
         "rate_limit_introspect",
         "rate_limit_invitation",
+        "rate_limit_sso",
     )
     @classmethod
     def _valid_rate_limits(cls, value: str) -> str:
@@ -446,6 +464,12 @@ class Settings(BaseSettings):
             )
         return warnings
 
+    @property
+    def sso_callback_url(self) -> str:
+        """The one OIDC redirect URI to register at every identity provider."""
+        base = (self.sso_public_base_url or self.jwt_issuer).rstrip("/")
+        return f"{base}/api/v1/sso/oidc/callback"
+
     def startup_problems(self) -> list[str]:
         """What keeps this configuration from running safely; empty when it may start."""
         problems: list[str] = []
@@ -470,6 +494,8 @@ class Settings(BaseSettings):
                 problems.append("ENVIRONMENT=production needs a PostgreSQL DATABASE_URL")
             if self.profiling_enabled:
                 problems.append("ENVIRONMENT=production refuses PROFILING_ENABLED=true")
+            if self.sso_allow_insecure_issuers:
+                problems.append("ENVIRONMENT=production refuses SSO_ALLOW_INSECURE_ISSUERS=true")
             problems.extend(self._production_problems())
         return problems
 

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from tests.conftest import PASSWORD, SYSTEM_ROLE_IDS, unique_email
 from tests.organizations.conftest import Tenant, build_tenant, snapshot
+from tests.sso.fake_idp import FakeIdp
 
 ORG = "/api/v1/organizations/{org_id}"
 
@@ -52,6 +53,16 @@ def _new_user(_: dict[str, str]) -> dict[str, Any]:
 
 def _new_invitation(_: dict[str, str]) -> dict[str, Any]:
     return {"email": unique_email("intruder"), "role_id": SYSTEM_ROLE_IDS["admin"]}
+
+
+def _new_provider() -> dict[str, Any]:
+    return {
+        "name": "Intruder IdP",
+        "issuer": "https://idp.intruder.example.com",
+        "client_id": "intruder",
+        "client_secret": "intruder-secret",
+        "allowed_domains": ["intruder.example.com"],
+    }
 
 
 ROUTES = [
@@ -112,6 +123,24 @@ ROUTES = [
         None,
         "SERVICE_CLIENT_NOT_FOUND",
     ),
+    Route("GET", ORG + "/sso-providers"),
+    # Refused before the issuer would be discovered: no request leaves for it.
+    Route("POST", ORG + "/sso-providers", lambda ids: _new_provider()),
+    Route("GET", ORG + "/sso-providers/{provider_id}", None, "SSO_PROVIDER_NOT_FOUND"),
+    Route(
+        "PATCH",
+        ORG + "/sso-providers/{provider_id}",
+        lambda ids: {"name": "Taken Over", "sso_required": True},
+        "SSO_PROVIDER_NOT_FOUND",
+    ),
+    Route("DELETE", ORG + "/sso-providers/{provider_id}", None, "SSO_PROVIDER_NOT_FOUND"),
+    Route("GET", ORG + "/sso-redirect-uris"),
+    Route("POST", ORG + "/sso-redirect-uris", lambda ids: {"uri": "https://evil.example.com/cb"}),
+    Route("DELETE", ORG + "/sso-redirect-uris/{uri_id}", None, "REDIRECT_URI_NOT_FOUND"),
+    Route("GET", ORG + "/sso-domains"),
+    Route("POST", ORG + "/sso-domains", lambda ids: {"domain": "intruder.example.com"}),
+    Route("POST", ORG + "/sso-domains/{domain_id}/verify", None, "DOMAIN_NOT_FOUND"),
+    Route("DELETE", ORG + "/sso-domains/{domain_id}", None, "DOMAIN_NOT_FOUND"),
 ]
 
 ROUTES_WITH_RESOURCE_IDS = [r for r in ROUTES if r.foreign_resource_code is not None]
@@ -150,8 +179,12 @@ async def assert_untouched(
 
 
 @pytest.fixture
-async def tenants(client: httpx.AsyncClient) -> tuple[Tenant, Tenant]:
-    return await build_tenant(client, "Victim Org"), await build_tenant(client, "Intruder Org")
+async def tenants(client: httpx.AsyncClient, local_issuer: FakeIdp) -> tuple[Tenant, Tenant]:
+    issuer = local_issuer.issuer
+    return (
+        await build_tenant(client, "Victim Org", issuer),
+        await build_tenant(client, "Intruder Org", issuer),
+    )
 
 
 async def test_every_tenant_route_has_an_isolation_case(app: FastAPI) -> None:

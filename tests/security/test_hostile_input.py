@@ -265,6 +265,10 @@ def _valid_value(name: str, schema: dict[str, Any], target: Target) -> Any:
         return email
     if schema.get("format") == "uuid":
         return {"user_id": target.ids["user_id"]}.get(name, SYSTEM_ROLE_IDS["member"])
+    if schema.get("format") == "uri":  # https, and nothing listens there (fails fast)
+        return f"https://127.0.0.1:1/{secrets.token_hex(4)}"
+    if schema.get("format") == "hostname":
+        return f"{secrets.token_hex(4)}.example.com"
     if "password" in name:
         return PASSWORD
     if "token" in name:

@@ -40,6 +40,18 @@ class AuditEventType(StrEnum):
     CREDENTIAL_STUFFING_DETECTED = "security.credential_stuffing_detected"
     ACCOUNT_LOCKED = "auth.account.locked"
     ACCOUNT_UNLOCKED = "auth.account.unlocked"
+    SSO_LOGIN_SUCCEEDED = "auth.sso.succeeded"
+    SSO_LOGIN_FAILED = "auth.sso.failed"
+    SSO_USER_PROVISIONED = "auth.sso.user_provisioned"
+    SSO_IDENTITY_LINKED = "auth.sso.identity_linked"
+    SSO_PROVIDER_CREATED = "sso.provider.created"
+    SSO_PROVIDER_UPDATED = "sso.provider.updated"
+    SSO_PROVIDER_DELETED = "sso.provider.deleted"
+    SSO_REDIRECT_URI_ADDED = "sso.redirect_uri.added"
+    SSO_REDIRECT_URI_REMOVED = "sso.redirect_uri.removed"
+    SSO_DOMAIN_CLAIMED = "sso.domain.claimed"
+    SSO_DOMAIN_VERIFIED = "sso.domain.verified"
+    SSO_DOMAIN_REMOVED = "sso.domain.removed"
 
 
 class Outcome(StrEnum):

@@ -1,6 +1,6 @@
 """Per-client-address rate limits on the unauthenticated endpoints.
 
-Each scope (login, register, refresh, introspect, invitation) has one or more windows,
+Each scope (login, register, refresh, introspect, invitation, sso) has one or more windows,
 e.g. ``10/minute;100/hour``. Every window is a fixed-window counter in the key-value
 store (``increment``: atomic on Redis and in-process alike, so the limit holds across
 replicas), keyed by scope, address, window length and the window's number on the
@@ -33,6 +33,7 @@ class RateLimitScope(StrEnum):
     REFRESH = "refresh"
     INTROSPECT = "introspect"
     INVITATION = "invitation"
+    SSO = "sso"  # discovery, login start, callback and code exchange
 
 
 def limits_for(settings: Settings, scope: RateLimitScope) -> list[tuple[int, int]]:
@@ -42,6 +43,7 @@ def limits_for(settings: Settings, scope: RateLimitScope) -> list[tuple[int, int
         RateLimitScope.REFRESH: settings.rate_limit_refresh,
         RateLimitScope.INTROSPECT: settings.rate_limit_introspect,
         RateLimitScope.INVITATION: settings.rate_limit_invitation,
+        RateLimitScope.SSO: settings.rate_limit_sso,
     }[scope]
     return parse_rate_limits(text)
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    exists,
     func,
     insert,
     select,
@@ -40,9 +41,10 @@ from faultmaven_auth.errors import InvalidCredentials, LoginCapacityExceeded, To
 from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.lockout import begin_login_attempt
+from faultmaven_auth.sso.policy import SsoRequired, check_password_login
 from faultmaven_auth.storage.ids import uuid7
 from faultmaven_auth.storage.kv import StoreUnavailable
-from faultmaven_auth.storage.models import Organization, RefreshToken, User
+from faultmaven_auth.storage.models import Organization, RefreshToken, SsoProvider, User
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.tokens.access import AccessClaims
 from faultmaven_auth.tokens.revocation import (
@@ -161,8 +163,19 @@ def _login_account_query(email: str, organization_id: uuid.UUID | None) -> Selec
     the address has), so neither timing nor answers reveal the other accounts.
     """
     usable = and_(User.is_active.is_(True), Organization.deleted_at.is_(None))
+    # Whether the organization requires SSO for some domain: asked here, in the same
+    # statement, so only those organizations' logins pay for the full check.
+    sso_required = (
+        exists()
+        .where(
+            SsoProvider.organization_id == User.organization_id,
+            SsoProvider.enabled.is_(True),
+            SsoProvider.sso_required.is_(True),
+        )
+        .label("sso_required")
+    )
     stmt = (
-        select(User, Organization)
+        select(User, Organization, sso_required)
         .join(Organization, Organization.id == User.organization_id)
         .where(User.email == normalize_email(email))
         .order_by(case((usable, 0), else_=1), User.created_at, User.id)
@@ -198,6 +211,7 @@ async def login(
             async with runtime.db.session() as session:
                 row = (await session.execute(_login_account_query(email, organization_id))).first()
         user, organization = (row[0], row[1]) if row else (None, None)
+        organization_requires_sso = bool(row[2]) if row else False
         # Verified even for an unknown email (against a dummy hash), so timing tells nothing.
         with traced(tracer, "verify_password"):
             result = await attempt.verify_password(user.password_hash if user else None, password)
@@ -223,6 +237,11 @@ async def login(
         # Raised outside the span: a refused login is an outcome (auth_success), not an error.
         raise InvalidCredentials
     assert user is not None  # noqa: S101 - narrowed by the reason checks above
+    try:  # SSO-required organizations (sso/policy.py): owners only, as break-glass
+        break_glass = organization_requires_sso and await check_password_login(runtime.db, user)
+    except SsoRequired:
+        await record_auth_attempt(runtime, "password", False, started)
+        raise
     new_hash = await _rehashed(runtime, password) if result.needs_rehash else None
     # Core statements only: the user row was read above and needs no reloading (merge).
     changes: dict[str, Any] = {"last_login_at": utcnow()}
@@ -241,7 +260,11 @@ async def login(
             actor_id=user.id,
             target_type="user",
             target_id=user.id,
-            details={"method": "password", "password_rehashed": new_hash is not None},
+            details={
+                "method": "password",
+                "password_rehashed": new_hash is not None,
+                **({"break_glass": True} if break_glass else {}),
+            },
         )
     await attempt.succeeded(user)
     await record_auth_attempt(runtime, "password", True, started)

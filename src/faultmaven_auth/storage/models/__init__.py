@@ -5,6 +5,7 @@ from faultmaven_auth.storage.models.base import Base
 from faultmaven_auth.storage.models.invitation import Invitation
 from faultmaven_auth.storage.models.organization import Organization
 from faultmaven_auth.storage.models.role import Role, RolePermission, UserRole
+from faultmaven_auth.storage.models.sso import SsoDomain, SsoIdentity, SsoProvider, SsoRedirectUri
 from faultmaven_auth.storage.models.team import Team, TeamMembership
 from faultmaven_auth.storage.models.token import RefreshToken, ServiceClient, SigningKey
 from faultmaven_auth.storage.models.user import User
@@ -20,6 +21,10 @@ __all__ = [
     "RolePermission",
     "ServiceClient",
     "SigningKey",
+    "SsoDomain",
+    "SsoIdentity",
+    "SsoProvider",
+    "SsoRedirectUri",
     "Team",
     "TeamMembership",
     "User",

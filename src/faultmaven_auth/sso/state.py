@@ -1,0 +1,82 @@
+"""Short-lived, single-use SSO values in the key-value store (Redis or in-process).
+
+Two kinds: the *pending login* (keyed by the ``state`` sent to the provider; holds the
+nonce, the PKCE verifier, where to send the browser back and a hash of the browser's
+binding cookie) and the *login code* handed to the application at the end. Keys are
+hashes of the random values, so the store never holds a usable value as a key.
+
+Single use is the store's delete: only the caller whose delete removed the key goes on,
+so two callbacks racing with one state cannot both succeed. A used state leaves a
+tombstone for its TTL, which tells a replay (``replayed``) from a made-up or expired
+state (``state_mismatch``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from faultmaven_auth.sso.errors import SsoLoginRefused
+from faultmaven_auth.storage.kv import KeyValueStore
+
+_PENDING = "sso:state:"
+_USED = "sso:state-used:"
+_CODE = "sso:code:"
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    provider_id: str
+    organization_id: str
+    nonce: str
+    code_verifier: str
+    redirect_uri: str
+    app_state: str | None
+    browser_hash: str
+
+
+@dataclass(frozen=True)
+class LoginGrant:
+    """What the one-time code stands for: a user signed in through a provider."""
+
+    user_id: str
+    organization_id: str
+    provider_id: str
+    redirect_uri: str
+
+
+def browser_hash(binding: str) -> str:
+    return _digest(binding)
+
+
+async def save_pending_login(
+    kv: KeyValueStore, state: str, pending: PendingLogin, ttl_seconds: int
+) -> None:
+    await kv.set(_PENDING + _digest(state), json.dumps(asdict(pending)), ttl_seconds)
+
+
+async def take_pending_login(kv: KeyValueStore, state: str, ttl_seconds: int) -> PendingLogin:
+    key = _PENDING + _digest(state)
+    value = await kv.get(key)
+    if value is None or not await kv.delete(key):
+        used = await kv.get(_USED + _digest(state))
+        raise SsoLoginRefused("replayed" if used or value else "state_mismatch")
+    await kv.set(_USED + _digest(state), "1", ttl_seconds)
+    return PendingLogin(**json.loads(value))
+
+
+async def save_login_code(kv: KeyValueStore, code: str, grant: LoginGrant, ttl: int) -> None:
+    await kv.set(_CODE + _digest(code), json.dumps(asdict(grant)), ttl)
+
+
+async def take_login_code(kv: KeyValueStore, code: str) -> LoginGrant | None:
+    key = _CODE + _digest(code)
+    value = await kv.get(key)
+    if value is None or not await kv.delete(key):
+        return None
+    return LoginGrant(**json.loads(value))
