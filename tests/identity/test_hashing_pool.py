@@ -18,8 +18,8 @@ import pytest
 
 from faultmaven_auth.config import Settings
 from faultmaven_auth.errors import LoginCapacityExceeded
-from faultmaven_auth.identity.hashing_pool import HashingPool, RefusalLog
-from faultmaven_auth.identity.passwords import hashing_threads
+from faultmaven_auth.identity.hashing_pool import HashingPool
+from faultmaven_auth.identity.passwords import hashing_refusal_log, hashing_threads
 
 # Long enough that a job blocked by a bug fails the test instead of hanging it.
 BLOCK_LIMIT = 30.0
@@ -276,14 +276,14 @@ async def test_hashing_threads_can_run_below_the_event_loop_priority() -> None:
 def test_refusals_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     """Many refusals: one line at the first, then one per interval with the count since."""
     clock = FakeClock()
-    log = RefusalLog(logging.getLogger("test.refusals"), interval_seconds=10.0, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="test.refusals"):
+    log = hashing_refusal_log(interval_seconds=10.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="faultmaven_auth.identity"):
         for _ in range(50):
             log.refused("estimated_wait", 2.5)
         clock.now += 10.0
         log.refused("queue_full", 3.0)
         log.flush()  # nothing left to write
-    lines = [r for r in caplog.records if r.name == "test.refusals"]
+    lines = [r for r in caplog.records if r.name == "faultmaven_auth.identity"]
     assert [(r.levelname, r.__dict__["count"]) for r in lines] == [("WARNING", 1), ("WARNING", 50)]
     assert lines[1].__dict__["reasons"] == {"estimated_wait": 49, "queue_full": 1}
     assert lines[1].__dict__["event_type"] == "login_capacity_exceeded"
@@ -297,11 +297,11 @@ async def test_refusals_left_at_the_end_of_an_interval_are_written_then() -> Non
         def emit(self, record: logging.LogRecord) -> None:
             written.append(record.__dict__["count"])
 
-    logger = logging.getLogger("test.refusals.timer")
+    logger = logging.getLogger("faultmaven_auth.identity")
     handler = Lines()
     logger.addHandler(handler)
     try:
-        log = RefusalLog(logger, interval_seconds=0.05)
+        log = hashing_refusal_log(interval_seconds=0.05)
         for _ in range(5):
             log.refused("estimated_wait", 1.0)
         assert written == [1]

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from faultmaven_auth.app import create_app
 from faultmaven_auth.config import Settings
-from faultmaven_auth.observability.admission import RefusalLog
+from faultmaven_auth.observability.admission import admission_refusal_log
 from tests.conftest import CAPTURED_LOG_LINES, client_for
 
 SLOW = "/api/v1/test-only/slow"
@@ -109,7 +109,7 @@ async def test_requests_beyond_the_limit_get_503_overloaded(
     lines = refusal_lines(caplog)
     assert lines, "a refusal must be logged"
     assert lines[0].levelno == logging.WARNING
-    assert lines[0].refused == {"overloaded": 1}  # type: ignore[attr-defined]
+    assert lines[0].reasons == {"overloaded": 1}  # type: ignore[attr-defined]
     # A summary, not one request's line: no request id of whichever refusal came first.
     written = [line for line in CAPTURED_LOG_LINES if "Requests refused at capacity" in line]
     assert written
@@ -165,16 +165,16 @@ def test_refusals_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture)
     reason into the line written when the interval has passed."""
     caplog.set_level(logging.WARNING, logger="faultmaven_auth.admission")
     now = [100.0]
-    log = RefusalLog(interval_seconds=10, clock=lambda: now[0])
+    log = admission_refusal_log(interval_seconds=10, clock=lambda: now[0])
     log.refused("overloaded")
     for seconds, reason in ((1, "overloaded"), (2, "store_pool_exhausted"), (3, "overloaded")):
         now[0] = 100.0 + seconds
         log.refused(reason)
-    assert [r.refused for r in refusal_lines(caplog)] == [{"overloaded": 1}]  # type: ignore[attr-defined]
+    assert [r.reasons for r in refusal_lines(caplog)] == [{"overloaded": 1}]  # type: ignore[attr-defined]
     now[0] = 110.0
     log.flush()
     lines = refusal_lines(caplog)
-    assert [r.refused for r in lines] == [  # type: ignore[attr-defined]
+    assert [r.reasons for r in lines] == [  # type: ignore[attr-defined]
         {"overloaded": 1},
         {"overloaded": 2, "store_pool_exhausted": 1},
     ]

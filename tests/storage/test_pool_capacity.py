@@ -90,7 +90,7 @@ async def test_redis_pool_exhaustion_is_a_counted_503(
         assert_capacity_refusal(refused, "STORE_UNAVAILABLE")
         assert after.status_code == 200
         assert rejected(app, "store_pool_exhausted") == 1
-        assert [r.refused for r in refusal_lines(caplog)] == [  # type: ignore[attr-defined]
+        assert [r.reasons for r in refusal_lines(caplog)] == [  # type: ignore[attr-defined]
             {"store_pool_exhausted": 1}
         ]
 
@@ -142,7 +142,7 @@ async def test_database_pool_exhaustion_is_a_counted_503(
         assert_capacity_refusal(refused, "DATABASE_UNAVAILABLE")
         assert after.status_code == 200
         assert rejected(app, "database_pool_exhausted") == 1
-        assert [r.refused for r in refusal_lines(caplog)] == [  # type: ignore[attr-defined]
+        assert [r.reasons for r in refusal_lines(caplog)] == [  # type: ignore[attr-defined]
             {"database_pool_exhausted": 1}
         ]
 
@@ -198,6 +198,6 @@ async def test_too_many_clients_is_a_counted_503(
         assert after.status_code == 200
         assert rejected(app, "database_connection_limit") == 1
         assert {"database_connection_limit": 1} in [
-            r.refused  # type: ignore[attr-defined]
+            r.reasons  # type: ignore[attr-defined]
             for r in refusal_lines(caplog)
         ]

@@ -29,10 +29,8 @@ so no lock is needed.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
-import logging
 import os
 import threading
 import time
@@ -200,63 +198,3 @@ def _call_soon(
     """Report to the loop from a worker thread; a loop already closed has nobody to tell."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback, *args)
-
-
-class RefusalLog:
-    """At most one warning per ``interval`` seconds, counting the refusals since the last.
-
-    A storm refuses thousands of logins a minute; one line each would flood the logs
-    (and the log shipper) exactly when the service is busiest. The first refusal is
-    logged at once; later ones are summed and written when the interval has passed.
-    Used from the event loop's thread only, like the pool.
-    """
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        *,
-        interval_seconds: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._logger = logger
-        self._interval = interval_seconds
-        self._clock = clock
-        self._last: float | None = None
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._max_wait = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-
-    def refused(self, reason: str, estimated_wait: float) -> None:
-        self._counts[reason] += 1
-        self._max_wait = max(self._max_wait, estimated_wait)
-        now = self._clock()
-        if self._last is None or now - self._last >= self._interval:
-            self._write(now)
-        elif self._timer is None:
-            with contextlib.suppress(RuntimeError):  # no loop: the next refusal writes
-                self._timer = asyncio.get_running_loop().call_later(
-                    self._last + self._interval - now, self.flush
-                )
-
-    def flush(self) -> None:
-        """Write the refusals not logged yet, if any."""
-        if self._counts:
-            self._write(self._clock())
-
-    def _write(self, now: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._logger.warning(
-            "Password hashing at capacity: requests refused",
-            extra={
-                "event_type": "login_capacity_exceeded",
-                "count": sum(self._counts.values()),
-                "reasons": dict(self._counts),
-                "max_estimated_wait_seconds": round(self._max_wait, 3),
-                "interval_seconds": self._interval,
-            },
-        )
-        self._last = now
-        self._counts.clear()
-        self._max_wait = 0.0

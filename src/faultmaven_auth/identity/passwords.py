@@ -19,13 +19,15 @@ import logging
 import time
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 from argon2 import PasswordHasher as _Argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from faultmaven_auth.config import Settings, available_cores
-from faultmaven_auth.identity.hashing_pool import HashingPool, PoolObserver, RefusalLog
+from faultmaven_auth.identity.hashing_pool import HashingPool, PoolObserver
 from faultmaven_auth.observability.metrics import Metrics
+from faultmaven_auth.observability.refusal_log import RefusalLog
 
 logger = logging.getLogger("faultmaven_auth.identity")
 
@@ -124,6 +126,16 @@ def hashing_threads(settings: Settings) -> int:
     return max(1, available_cores() // (settings.workers or 1))
 
 
+def hashing_refusal_log(**options: Any) -> RefusalLog:
+    """The throttled warning for logins refused at hashing capacity."""
+    return RefusalLog(
+        logger,
+        "Password hashing at capacity: requests refused",
+        "login_capacity_exceeded",
+        **options,
+    )
+
+
 def build_password_hasher(settings: Settings, metrics: Metrics) -> PasswordHasher:
     """The hasher the settings describe, reporting to ``metrics``."""
     return PasswordHasher(
@@ -134,7 +146,7 @@ def build_password_hasher(settings: Settings, metrics: Metrics) -> PasswordHashe
         queue_timeout_seconds=settings.password_hash_queue_timeout_seconds,
         queue_limit=settings.password_hash_queue_limit,
         niceness=settings.password_hash_thread_niceness,
-        telemetry=HashingTelemetry(metrics, RefusalLog(logger)),
+        telemetry=HashingTelemetry(metrics, hashing_refusal_log()),
     )
 
 

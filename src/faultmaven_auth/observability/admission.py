@@ -19,78 +19,24 @@ part of one warning per interval (``RefusalLog``), never one log line per reques
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
-import time
-from collections import Counter
-from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from faultmaven_auth.errors import REFUSAL_STATE_KEY, Overloaded, error_body
 from faultmaven_auth.observability.metrics import Metrics
+from faultmaven_auth.observability.refusal_log import RefusalLog
 
 logger = logging.getLogger("faultmaven_auth.admission")
 
 EXEMPT_PATHS = frozenset({"/health", "/ready", "/metrics"})
-REFUSAL_LOG_INTERVAL_SECONDS = 10.0
 
 
-class RefusalLog:
-    """At most one warning per ``interval_seconds``, with the refusals counted by reason.
-
-    The first refusal after a quiet interval is logged at once; later ones are summed and
-    written when the interval has passed (by a timer, so the last burst is not lost).
-    """
-
-    def __init__(
-        self,
-        interval_seconds: float = REFUSAL_LOG_INTERVAL_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._interval = interval_seconds
-        self._clock = clock
-        self._pending: Counter[str] = Counter()
-        self._last: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def refused(self, reason: str) -> None:
-        self._pending[reason] += 1
-        now = self._clock()
-        if self._last is None or now - self._last >= self._interval:
-            self._write(now)
-        elif self._timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # written with the next refusal after the interval
-            self._timer = loop.call_later(self._last + self._interval - now, self.flush)
-
-    def flush(self) -> None:
-        """Write what was refused since the last line (nothing when there was none)."""
-        self._timer = None
-        if self._pending:
-            self._write(self._clock())
-
-    def _write(self, now: float) -> None:
-        self._last = now
-        counts = dict(self._pending)
-        self._pending.clear()
-        # A summary of many requests: run outside the current request's context, so the
-        # line does not carry the request id or user of whichever refusal triggered it.
-        contextvars.Context().run(self._emit, counts)
-
-    def _emit(self, counts: dict[str, int]) -> None:
-        logger.warning(
-            "Requests refused at capacity",
-            extra={
-                "event_type": "requests_refused",
-                "refused": counts,
-                "count": sum(counts.values()),
-                "interval_seconds": self._interval,
-            },
-        )
+def admission_refusal_log(**options: Any) -> RefusalLog:
+    """The throttled warning for requests refused at the door or by an exhausted pool."""
+    return RefusalLog(logger, "Requests refused at capacity", "requests_refused", **options)
 
 
 class RefusalReporter:
@@ -98,7 +44,7 @@ class RefusalReporter:
 
     def __init__(self, metrics: Metrics, log: RefusalLog | None = None) -> None:
         self._counter = metrics.http_requests_rejected_total
-        self._log = log or RefusalLog()
+        self._log = log or admission_refusal_log()
 
     def refused(self, reason: str) -> None:
         self._counter.labels(reason).inc()
