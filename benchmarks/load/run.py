@@ -32,6 +32,7 @@ from benchmarks.load.references import (
 from benchmarks.load.report import RunInfo, render_report, render_sizing_block, replace_sizing_block
 from benchmarks.load.runner import ConfigRound
 from benchmarks.load.targets import evaluate
+from faultmaven_auth.config import Settings
 
 REPORT = ROOT / "benchmarks" / "results" / "load.md"
 SIZING = ROOT / "docs" / "sizing.md"
@@ -83,7 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _redis_max_connections(url: str) -> str:
-    return parse_qs(urlsplit(url).query).get("max_connections", ["100 (redis-py default)"])[0]
+    """The Redis pool size the service will use: the URL's, else REDIS_MAX_CONNECTIONS'."""
+    in_url = parse_qs(urlsplit(url).query).get("max_connections")
+    if in_url:
+        return in_url[0]
+    return f"{Settings().redis_pool_size} (REDIS_MAX_CONNECTIONS default)"
 
 
 def main(argv: list[str] | None = None) -> None:
