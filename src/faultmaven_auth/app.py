@@ -276,6 +276,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         siem.start()
         metrics_server = None
         refresher = asyncio.create_task(_refresh_keys_forever(runtime))
+        gc_counters = metrics.gc_counters
+        gc_publisher = (
+            None if gc_counters is None else asyncio.create_task(gc_counters.publish_forever())
+        )
         try:
             if settings.metrics_enabled and settings.metrics_port is not None:
                 metrics_server = MetricsServer(app, settings.host, settings.metrics_port)
@@ -283,9 +287,13 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             logger.info("Service started", extra={"version": __version__})
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in (refresher, gc_publisher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if gc_counters is not None:
+                gc_counters.publish()  # this worker's last collections count after it exits
             if metrics_server is not None:
                 await metrics_server.stop()
             if multiprocess_enabled():

@@ -33,7 +33,7 @@ ALERT_NAMES = {
     "RefreshTokenReuseDetected", "PrivilegeEscalationBurst", "TokenValidationFailureSpike",
     "AuthServiceDatabaseUnreachable", "AuthServiceRedisUnreachable",
     "AuthAvailabilitySLOFastBurn", "AuthAvailabilitySLOSlowBurn",
-    "AuthLatencySLOFastBurn", "AuthLatencySLOSlowBurn",
+    "AuthLatencySLOFastBurn", "AuthLatencySLOSlowBurn", "RequestsRefusedAtCapacity",
 }  # fmt: skip
 SECURITY_EVENT_TYPES = (
     "brute_force_detected", "account_locked", "credential_stuffing_detected", "rate_limited",

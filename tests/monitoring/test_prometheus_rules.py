@@ -50,6 +50,7 @@ EXPECTED_ALERTS = {
     "AuthAvailabilitySLOSlowBurn",
     "AuthLatencySLOFastBurn",
     "AuthLatencySLOSlowBurn",
+    "RequestsRefusedAtCapacity",
 }
 
 SCRAPE_TARGETS = {

@@ -26,7 +26,7 @@ OTHER_JOBS = re.compile(r"^(up|pg_|redis_|node_)")
 PROMQL_WORDS = {
     "sum", "by", "on", "and", "or", "unless", "rate", "increase", "histogram_quantile",
     "without", "ignoring", "group_left", "group_right", "offset", "bool", "le", "job",
-    "status", "event_type", "dependency", "fstype", "inf",
+    "status", "event_type", "dependency", "fstype", "inf", "label_replace", "reason",
 }  # fmt: skip
 
 

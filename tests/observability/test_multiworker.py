@@ -81,7 +81,7 @@ def _proc_cpu_and_rss(pids: set[str]) -> tuple[float, float]:
 
 def test_runtime_signals_cover_every_worker(tmp_path: Path, redis_prefix: str) -> None:
     """With two workers, whichever answers: pool sizes add up, process_* is both workers
-    together, python_info and build_info are there, python_gc_* is not."""
+    together, python_info and build_info are there, python_gc_* is the workers' collectors."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     env = server_env(
@@ -114,4 +114,7 @@ def test_runtime_signals_cover_every_worker(tmp_path: Path, redis_prefix: str) -
         assert cpu_before - tick <= samples[("process_cpu_seconds_total", ())] <= cpu_after + tick
         assert samples[("process_resident_memory_bytes", ())] == pytest.approx(rss, rel=0.2)
         assert any(name == "python_info" for name, _ in samples)
-        assert not any(name.startswith("python_gc_") for name, _ in samples)
+        for generation in ("0", "1", "2"):
+            key = ("python_gc_collections_total", (("generation", generation),))
+            assert key in samples, key
+        assert samples[("python_gc_collections_total", (("generation", "0"),))] > 0

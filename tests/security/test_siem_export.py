@@ -393,3 +393,26 @@ def test_a_real_server_ships_to_syslog_and_logstash_from_environment_settings(
     assert printed["target_organization_id"] == other
     assert printed["user_id"] == registered.json()["user"]["id"]
     assert owner_email not in datagram.decode() + line.decode()
+
+
+async def test_configured_destinations_export_their_drops_at_zero_from_the_start(
+    fresh_app: FreshApp, udp_receiver: UdpReceiver
+) -> None:
+    """Each configured destination has siem_events_dropped_total at 0 before any drop, so
+    increase() sees the first one; an unconfigured destination has no series."""
+    settings = {
+        "siem_syslog_address": ("127.0.0.1", udp_receiver.port),
+        "logstash_host": "127.0.0.1",
+        "logstash_port": free_port(),
+    }
+    async with fresh_app(**settings) as http:
+        samples = await scrape(http)
+    dropped = {
+        dict(labels)["destination"]: value
+        for (name, labels), value in samples.items()
+        if name == "siem_events_dropped_total"
+    }
+    assert dropped == {"syslog": 0, "logstash": 0}
+    async with fresh_app() as http:
+        samples = await scrape(http)
+    assert not [name for name, _ in samples if name == "siem_events_dropped_total"]

@@ -141,7 +141,8 @@ def infrastructure() -> JSON:
                     )
                 ],
                 "ops",
-                "Collections per second by generation; frequent generation-2 runs cost latency.",
+                "Collections per second by generation, summed over the workers; frequent "
+                "generation-2 runs cost latency.",
             ),
             Panel(
                 "Telemetry store errors",

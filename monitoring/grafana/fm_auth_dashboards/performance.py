@@ -1,4 +1,5 @@
-"""Performance: latency KPIs and SLO, per route, authentication and database time."""
+"""Performance: latency KPIs and SLO, per route, authentication and database time, and
+the refusals at capacity (admission, pools, password hashing) with the hashing queue."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .queries import (
     latency_sli,
     quantile,
     rate_sum,
+    selector,
     standard_annotations,
 )
 from .shared import (
@@ -40,10 +42,16 @@ def performance() -> JSON:
     return dashboard(
         uid="fm-auth-performance",
         title="FaultMaven Auth — Performance",
-        description="Latency KPIs and SLO, per route, authentication and database time.",
+        description="Latency KPIs and SLO, per route, authentication and database time, "
+        "refusals at capacity.",
         variables=variables(),
         annotations=standard_annotations(),
-        runbooks=("HighLatency", "AuthLatencySLOFastBurn", "AuthLatencySLOSlowBurn"),
+        runbooks=(
+            "HighLatency",
+            "AuthLatencySLOFastBurn",
+            "AuthLatencySLOSlowBurn",
+            "RequestsRefusedAtCapacity",
+        ),
         panels=[
             Row("Latency KPIs"),
             latency_kpi(0.5, "p50", P50_KPI, "HighLatency"),
@@ -127,5 +135,55 @@ def performance() -> JSON:
                 "pool (DATABASE_POOL_SIZE) is too small for the load.",
                 thresholds=steps(GREEN, (0.05, YELLOW), (0.25, RED)),
             ),
+            *capacity_panels(),
         ],
     )
+
+
+def capacity_panels() -> list[Panel | Row]:
+    """Refusals at capacity and the password-hashing queue behind the login refusals."""
+    runbooks = ("RequestsRefusedAtCapacity",)
+    return [
+        Row("Refused at capacity"),
+        Panel(
+            "Refused at capacity by reason",
+            "timeseries",
+            [
+                target(rate_sum("http_requests_rejected_total", by="reason"), "request {{reason}}"),
+                target(
+                    rate_sum("password_hash_rejected_total", by="reason"),
+                    "password hash {{reason}}",
+                ),
+            ],
+            "reqps",
+            "503s with Retry-After when a worker's request slots, a pool or the password "
+            "hashing queue stayed full. Short bursts are by design; a sustained rate above "
+            "0.1/s fires RequestsRefusedAtCapacity.",
+            runbooks=runbooks,
+            thresholds=steps(GREEN, (0.1, RED)),
+            stack=True,
+        ),
+        Panel(
+            "Password hashing queue",
+            "timeseries",
+            [
+                target(f"sum(password_hash_queue_depth{selector()})", "waiting"),
+                target(f"sum(password_hash_in_progress{selector()})", "hashing"),
+            ],
+            "short",
+            "Hashes waiting for a thread and running, over every worker. Hashing at the "
+            "thread count with a queue that keeps growing: logins exceed what the CPU can "
+            "hash (see docs/login-capacity.md).",
+            runbooks=runbooks,
+        ),
+        Panel(
+            "Password hashing queue wait p95",
+            "timeseries",
+            [target(quantile(0.95, "password_hash_queue_wait_seconds"), "p95")],
+            "s",
+            "Time hashes wait for a thread; past PASSWORD_HASH_QUEUE_TIMEOUT_SECONDS "
+            "(2 s by default) logins are refused with 503 LOGIN_CAPACITY_EXCEEDED.",
+            runbooks=runbooks,
+            thresholds=steps(GREEN, (0.5, YELLOW), (2.0, RED)),
+        ),
+    ]

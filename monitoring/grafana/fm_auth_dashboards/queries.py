@@ -111,6 +111,7 @@ ALERT_NAMES = (
     "AuthAvailabilitySLOSlowBurn",
     "AuthLatencySLOFastBurn",
     "AuthLatencySLOSlowBurn",
+    "RequestsRefusedAtCapacity",
 )
 
 

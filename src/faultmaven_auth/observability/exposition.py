@@ -22,7 +22,6 @@ from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, PlatformCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from sqlalchemy import func, select
 
@@ -33,6 +32,7 @@ from faultmaven_auth.observability.health import check_dependencies
 from faultmaven_auth.observability.metrics import Metrics, multiprocess_enabled
 from faultmaven_auth.observability.process_metrics import WorkersProcessCollector
 from faultmaven_auth.observability.rendering import ExpositionRenderer
+from faultmaven_auth.observability.worker_metrics import WorkerFilesCollector
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.storage.models import Organization
 
@@ -48,12 +48,18 @@ class MetricsExporter:
         self._renderer = ExpositionRenderer()
         if multiprocess_enabled():
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+            # The families this worker declares, so that those no worker has written
+            # yet are still exported (the computed gauges are collected below).
+            computed = {family.name for family in self._metrics.computed.collect()}
+            declared = [
+                family for family in self._metrics.registry.collect() if family.name not in computed
+            ]
+            registry.register(WorkerFilesCollector(directory, declared))
             registry.register(self._metrics.computed)
             # python_info is the same in every worker; process_* is summed over the
-            # live workers; python_gc_* cannot be read across processes (not exported).
+            # live workers; python_gc_* comes from the files (worker_metrics.GcCounters).
             PlatformCollector(registry=registry)
-            directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
             registry.register(WorkersProcessCollector(directory))
             self.registry = registry
         else:
@@ -104,6 +110,8 @@ class MetricsExporter:
     async def render(self, accept: str) -> tuple[bytes, str]:
         database_up, store_up = await check_dependencies(self._runtime)
         await self.refresh_computed(store_up=store_up, database_up=database_up)
+        if self._metrics.gc_counters is not None:
+            self._metrics.gc_counters.publish()  # this worker's share is current
         if "application/openmetrics-text" in accept:
             body = await asyncio.to_thread(self._renderer.openmetrics, self.registry)
             return body, OPENMETRICS_TYPE

@@ -28,6 +28,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from faultmaven_auth.observability.worker_metrics import GcCounters
+
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
 )  # fmt: skip
@@ -262,7 +264,12 @@ class Metrics:
             for outcome in ("success", "failure"):
                 self.auth_attempts_total.labels(method, outcome)
         registry.register(self.computed)
-        if not multiprocess_enabled():
+        # python_gc_* with several workers: counters each worker publishes from its own
+        # collector (worker_metrics.GcCounters), summed like any counter.
+        self.gc_counters: GcCounters | None = None
+        if multiprocess_enabled():
+            self.gc_counters = GcCounters(registry)
+        else:
             # Per-process collectors. With several workers /metrics is rendered from
             # another registry (see exposition.MetricsExporter), which aggregates them.
             ProcessCollector(registry=registry)
@@ -371,6 +378,10 @@ class Metrics:
 
     def telemetry_store_error(self, operation: str) -> None:
         self.telemetry_store_errors_total.labels(operation).inc()
+
+    def siem_destination_added(self, destination: str) -> None:
+        """Export the destination's drops at 0 from the start: increase() sees the first."""
+        self.siem_events_dropped_total.labels(destination)
 
     def siem_event_dropped(self, destination: str) -> None:
         self.siem_events_dropped_total.labels(destination).inc()

@@ -14,8 +14,8 @@ Live workers are the processes that own a ``gauge_livesum_<pid>.db`` file in
 stops) and are children of the same supervisor: a worker killed before it could remove
 its file is dropped, even if its pid has been reused by some other process.
 
-``python_gc_*`` has no such form: the garbage collector's counters can only be read
-inside their own process, so in multiprocess mode they are not exported.
+``python_gc_*`` cannot be read from ``/proc``: each worker publishes its own collector's
+counts instead (``worker_metrics.GcCounters``).
 """
 
 from __future__ import annotations

@@ -102,6 +102,8 @@ def json_lines(_: logging.LogRecord, text: str) -> bytes:
 
 
 class DropCounter(Protocol):
+    def siem_destination_added(self, destination: str) -> None: ...
+
     def siem_event_dropped(self, destination: str) -> None: ...
 
 
@@ -131,6 +133,7 @@ class SiemExport:
         def handler(
             destination: str, transport: Transport, encode: Callable[..., bytes]
         ) -> ShippingHandler:
+            metrics.siem_destination_added(destination)
             shipping = ShippingHandler(
                 destination,
                 transport,
