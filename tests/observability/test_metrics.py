@@ -304,3 +304,22 @@ async def test_metrics_port_serves_metrics_apart_from_the_api(
     # Stopped with the app: the port is free again.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+async def test_alerted_on_counters_are_exported_at_zero_before_any_event(
+    fresh: httpx.AsyncClient,
+) -> None:
+    """A fresh service already exports the series alerts and SSO panels read, at 0, so
+    ``increase()`` sees the first event after a start."""
+    samples = await scrape(fresh)
+    expected = [
+        ("auth_attempts_total", {"method": method, "status": status})
+        for method in ("password", "refresh", "sso_oidc")
+        for status in ("success", "failure")
+    ] + [
+        ("sso_attempts_total", {"provider_type": "oidc", "status": status})
+        for status in ("success", "failure")
+    ]
+    for name, labels in expected:
+        key = (name, tuple(sorted(labels.items())))
+        assert samples.get(key) == 0.0, (name, labels)

@@ -260,9 +260,11 @@ class Metrics:
             self.security_events_total.labels(event_type)
         for status in ("success", "failure", "expired"):
             self.tokens_validated_total.labels(status)
-        for method in ("password", "refresh"):
+        for method in ("password", "refresh", "sso_oidc"):
             for outcome in ("success", "failure"):
                 self.auth_attempts_total.labels(method, outcome)
+        for outcome in ("success", "failure"):
+            self.sso_attempts_total.labels("oidc", outcome)
         registry.register(self.computed)
         # python_gc_* with several workers: counters each worker publishes from its own
         # collector (worker_metrics.GcCounters), summed like any counter.
