@@ -8,6 +8,7 @@ at 0 in one mode and nothing in the other. Both servers run on PostgreSQL + Redi
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,14 @@ class Scrape:
     families: dict[str, str]  # name -> type
     zero_counters: set[SeriesKey]  # counter series exported at 0
     values: dict[SeriesKey, float]
+
+
+WORKERS_UP_SECONDS = 30
+
+
+def worker_pids(metrics_dir: Path) -> set[str]:
+    """The processes that have written counter files to the multiprocess directory."""
+    return {path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}
 
 
 def scrape(base_url: str) -> Scrape:
@@ -86,9 +95,14 @@ def test_two_workers_export_what_one_worker_exports(
         one = scrape(server.base_url)
     multi_env = server_env(tmp_path, **common, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     with running_server(multi_env, tmp_path / "two.log", "--workers", "2") as server:
+        # The first worker up answers /health; wait until the second has written its
+        # metric files too (it registers its counters at start), so both are in the sum.
+        deadline = time.monotonic() + WORKERS_UP_SECONDS
+        while len(worker_pids(metrics_dir)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         # Whichever worker answers, the families are the same.
         twos = [scrape(server.base_url) for _ in range(6)]
-        workers = {path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}
+        workers = worker_pids(metrics_dir)
     assert len(workers) == 2, workers
 
     for two in twos:
