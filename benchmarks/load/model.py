@@ -37,11 +37,58 @@ def mixed(connections: int) -> str:
 
 
 @dataclass(frozen=True)
+class CpuBudget:
+    """CPU per counted response, in ms, of every process on the machine during one run.
+
+    ``rest`` is what the machine's other processes (the harness among them) used
+    meanwhile: left out of the total, since it is not the benchmark's, but shown, as a
+    busy machine's noise.
+    """
+
+    server: float
+    postgres: float
+    redis: float
+    wrk: float
+    rest: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.server + self.postgres + self.redis + self.wrk
+
+    def ceiling(self, cores: int) -> float | None:
+        """The most responses/s these cores give at this cost, whatever the service does."""
+        return cores * 1000 / self.total if self.total > 0 else None
+
+    @staticmethod
+    def median_of(budgets: Sequence[CpuBudget]) -> CpuBudget | None:
+        if not budgets:
+            return None
+        return CpuBudget(
+            *(
+                statistics.median(getattr(b, part) for b in budgets)
+                for part in ("server", "postgres", "redis", "wrk", "rest")
+            )
+        )
+
+
+@dataclass(frozen=True)
 class Sample:
-    """One workload in one round: what wrk saw and the server CPU it cost."""
+    """One workload in one round: what wrk saw and the CPU it cost."""
 
     result: WrkResult
     cpu_ms: float | None  # server CPU (all processes and threads) per counted response
+    budget: CpuBudget | None = None  # every process's CPU per counted response
+    # Store operations per counted response: "pg xact_commit", "redis GET", ... (PostgreSQL
+    # and Redis runs only).
+    ops: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """py-spy summary of one workload: markdown rows and the share of samples by part."""
+
+    rows: list[str]
+    split: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,7 +140,8 @@ class Measurements:
     rss_mib: dict[str, float] = field(default_factory=dict)  # largest worker RSS seen
     db_connections: dict[str, int] = field(default_factory=dict)  # peak per worker
     redis_connections: dict[str, int] = field(default_factory=dict)  # peak per worker
-    profiles: dict[str, list[str]] = field(default_factory=dict)  # "config: workload" -> rows
+    profiles: dict[tuple[str, str], Profile] = field(default_factory=dict)  # (config, workload)
+    hello_budgets: dict[int, list[CpuBudget]] = field(default_factory=dict)  # workers -> rounds
 
     def add(self, config: str, workload: str, sample: Sample) -> None:
         self.samples.setdefault(config, {}).setdefault(workload, []).append(sample)
@@ -125,6 +173,19 @@ def ok_rps(m: Measurements, config: str, workload: str) -> list[float]:
 
 def cpu_ms(m: Measurements, config: str, workload: str) -> float | None:
     return median([s.cpu_ms for s in m.runs(config, workload) if s.cpu_ms is not None])
+
+
+def budget(m: Measurements, config: str, workload: str) -> CpuBudget | None:
+    return CpuBudget.median_of([s.budget for s in m.runs(config, workload) if s.budget])
+
+
+def ops_per_request(m: Measurements, config: str, workload: str) -> dict[str, float]:
+    """Median over rounds of each store operation's count per response."""
+    names = sorted({name for s in m.runs(config, workload) for name in s.ops})
+    return {
+        name: statistics.median(s.ops[name] for s in m.runs(config, workload) if name in s.ops)
+        for name in names
+    }
 
 
 def latency(m: Measurements, config: str, workload: str, which: str) -> float | None:

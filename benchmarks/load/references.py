@@ -18,7 +18,8 @@ from argon2 import PasswordHasher
 
 from benchmarks.common.service import ServiceProcess, checkout_env
 from benchmarks.common.wrk import run_script
-from benchmarks.load.model import SINGLE_CONNECTIONS, Argon2Params, Argon2Rate
+from benchmarks.load.budget import CpuMeter
+from benchmarks.load.model import SINGLE_CONNECTIONS, Argon2Params, Argon2Rate, CpuBudget
 
 # OWASP's and RFC 9106's argon2id recommendations, next to the configured parameters.
 ARGON2_ALTERNATIVES = (
@@ -65,11 +66,16 @@ def argon2_verify_rate(params: Argon2Params, threads: int, seconds: float) -> Ar
     return Argon2Rate(params, threads, done / (time.perf_counter() - started), cpu_ms)
 
 
-def hello_world_rps(workers: int, seconds: int, log: Path) -> float:
+def hello_world(workers: int, seconds: int, log: Path) -> tuple[float, CpuBudget | None]:
+    """The hello-world app's 2xx/s and the CPU of every process per response."""
     server = ServiceProcess.hello(checkout_env({}), log, workers=workers)
     try:
         run_script("hello", server.base, seconds=1, connections=SINGLE_CONNECTIONS)  # warm-up
+        server.wait_idle()
+        meter = CpuMeter(server)
+        before = meter.snapshot()
         result = run_script("hello", server.base, seconds=seconds, connections=SINGLE_CONNECTIONS)
+        budget = CpuMeter.budget(before, meter.snapshot(), result.counted)
     finally:
         server.stop()
-    return result.ok_rps
+    return result.ok_rps, budget

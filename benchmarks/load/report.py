@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from benchmarks.load.costs import cost_sections, profile_heading, split_table
+from benchmarks.load.explain import unmet_section
 from benchmarks.load.model import (
     CONFIG_BY_KEY,
     MIXED_CONNECTIONS,
@@ -199,6 +201,10 @@ def _argon2_sets(m: Measurements) -> list[str]:
     return rows
 
 
+def _with_blank(lines: list[str]) -> list[str]:
+    return [*lines, ""] if lines else []
+
+
 def render_report(m: Measurements, targets: list[Target], info: RunInfo) -> str:
     met = sum(1 for t in targets if t.met)
     missed = sum(1 for t in targets if t.met is False)
@@ -222,6 +228,8 @@ def render_report(m: Measurements, targets: list[Target], info: RunInfo) -> str:
         "",
         *_targets_table(targets),
         "",
+        *_with_blank(unmet_section(m, targets)),
+        *cost_sections(m),
         "## References (same run, same machine)",
         "",
         *_references(m),
@@ -257,17 +265,30 @@ def render_report(m: Measurements, targets: list[Target], info: RunInfo) -> str:
         )
     if m.argon2_sets:
         parts += ["", "## argon2id cost against capacity", "", *_argon2_sets(m)]
-    for name, rows in m.profiles.items():
+    if split_table(m):
         parts += [
             "",
-            f"## Where the time goes: {name}",
+            "## Where the time goes: the event loop's samples by part of the request",
+            "",
+            "Each py-spy sample of the event loop's thread counted once: logging wherever it "
+            "is called from; else by the innermost frame of the service (its middleware, or "
+            "the endpoint and what it calls); framework when no service frame is on the "
+            "stack or the frames under our middleware are Starlette/FastAPI's; the event "
+            "loop when only its native code is on top (uvloop: polling and I/O).",
+            "",
+            *split_table(m),
+        ]
+    for (config, workload), profile in m.profiles.items():
+        parts += [
+            "",
+            f"## {profile_heading(config, workload)}",
             "",
             "py-spy samples of the event loop's thread under the same load (a separate, "
             "unmeasured run); share of samples by the function on top of the stack:",
             "",
             "| samples | function |",
             "|---:|---|",
-            *rows,
+            *profile.rows,
         ]
     parts += ["", "## Per-round 2xx/s", ""]
     for key, workloads in m.samples.items():

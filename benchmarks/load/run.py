@@ -27,7 +27,7 @@ from benchmarks.load.references import (
     ARGON2_ALTERNATIVES,
     argon2_verify_rate,
     configured_argon2,
-    hello_world_rps,
+    hello_world,
 )
 from benchmarks.load.report import RunInfo, render_report, render_sizing_block, replace_sizing_block
 from benchmarks.load.runner import ConfigRound
@@ -37,6 +37,7 @@ from faultmaven_auth.config import Settings
 REPORT = ROOT / "benchmarks" / "results" / "load.md"
 SIZING = ROOT / "docs" / "sizing.md"
 QUICK_MIXED = (32, 512)
+PROFILED = ("login", "refresh", "me", "introspect")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="py-spy profiles of refresh and GET /me on PostgreSQL + Redis (default: not quick)",
+        help="py-spy profiles of login, refresh, GET /me and introspection on PostgreSQL + "
+        "Redis, 1 worker (default: not quick)",
     )
     parser.add_argument(
         "--no-write", action="store_true", help="print the report instead of writing it"
@@ -91,6 +93,16 @@ def _redis_max_connections(url: str) -> str:
     return f"{Settings().redis_pool_size} (REDIS_MAX_CONNECTIONS default)"
 
 
+def _admission_settings() -> dict[str, str]:
+    """What bounds an admitted request's wait and the hashing threads, as the service reads them."""
+    settings = Settings()
+    return {
+        "MAX_CONCURRENT_REQUESTS": str(settings.max_concurrent_requests),
+        "REQUEST_QUEUE_TIMEOUT_SECONDS": f"{settings.request_queue_timeout_seconds:g}",
+        "PASSWORD_HASH_THREADS": str(settings.password_hash_threads or "cores ÷ workers (default)"),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if shutil.which("wrk") is None:
@@ -103,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         "redis max_connections": _redis_max_connections(args.redis_url),
         "rate limits": "1000000/second (checked, never refusing)",
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO (default)"),
+        **_admission_settings(),
     }
     options = Options(
         seconds=args.seconds,
@@ -120,13 +133,15 @@ def main(argv: list[str] | None = None) -> None:
             for config in configs:
                 ConfigRound(config, backends[config.backend], options, m, tag).run()
             for workers in sorted({c.workers for c in configs}):
-                rps = hello_world_rps(workers, args.seconds, work / f"hello-{workers}.log")
+                rps, budget = hello_world(workers, args.seconds, work / f"hello-{workers}.log")
                 m.hello_rps.setdefault(workers, []).append(rps)
+                if budget:
+                    m.hello_budgets.setdefault(workers, []).append(budget)
                 print(f"{tag} hello-world {workers} worker(s): {rps:,.0f} req/s", flush=True)
         profiled = next((c for c in configs if c.key == "pg1"), configs[0])
         if args.profile:
             ConfigRound(profiled, backends[profiled.backend], options, m, "profile").profile(
-                ("refresh", "me")
+                PROFILED
             )
         for params in (m.argon2_params, *ARGON2_ALTERNATIVES):
             m.argon2_sets.append(argon2_verify_rate(params, cores, args.seconds))

@@ -10,13 +10,14 @@ gives each run its own share, and takes back only those the run never sent.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks.common.profile import profile_while
+from benchmarks.common.profile import NO_PY_SPY, record_while, split_samples, summarize_samples
 from benchmarks.common.service import ServiceProcess
 from benchmarks.common.wrk import WrkResult, run_script
 from benchmarks.load.backends import (
@@ -26,10 +27,13 @@ from benchmarks.load.backends import (
     Options,
     issue_sessions,
 )
+from benchmarks.load.budget import CpuMeter, StoreCounter
 from benchmarks.load.model import (
     SINGLE_CONNECTIONS,
+    SINGLE_WORKLOADS,
     HealthProbe,
     Measurements,
+    Profile,
     Sample,
     ServiceConfig,
     mixed,
@@ -41,11 +45,26 @@ from benchmarks.load.references import argon2_verify_rate
 MIN_OVERLOAD_SECONDS = 10
 
 
-def measured(server: ServiceProcess, run: Callable[[], WrkResult]) -> Sample:
-    before = server.cpu_seconds()
+def measured(
+    server: ServiceProcess, run: Callable[[], WrkResult], counter: StoreCounter | None = None
+) -> Sample:
+    """``run()`` with the CPU of every process read around it, and with ``counter``, the
+    store operations it caused (PostgreSQL and Redis counters, read once they settle)."""
+    meter = CpuMeter(server)
+    ops_before = counter.snapshot() if counter else {}
+    before = meter.snapshot()
     result = run()
-    spent = server.cpu_seconds() - before
-    return Sample(result, 1000 * spent / result.counted if result.counted else None)
+    after = meter.snapshot()
+    ops = (
+        StoreCounter.per_response(ops_before, counter.snapshot(), result.counted) if counter else {}
+    )
+    spent = after.server - before.server
+    return Sample(
+        result,
+        1000 * spent / result.counted if result.counted else None,
+        CpuMeter.budget(before, after, result.counted),
+        ops,
+    )
 
 
 class ConfigRound:
@@ -58,6 +77,11 @@ class ConfigRound:
         self.work = Path(tempfile.mkdtemp(prefix=f"{config.key}-", dir=backend.work))
         self.access_file = self.work / "access.txt"
         self.profiling = False
+        # Store operations per request, for the single-endpoint workloads on PostgreSQL +
+        # Redis (reading them settled costs about 2.5 s a run).
+        self.counter = (
+            StoreCounter(backend.database, backend.env["REDIS_URL"]) if backend.database else None
+        )
 
     def _start(self) -> ServiceProcess:
         server = ServiceProcess.auth(
@@ -79,7 +103,11 @@ class ConfigRound:
         server = self._start()
         try:
             for workload in workloads:
-                if workload == "refresh":
+                if workload == "login":
+                    self._sample(server, "login", self._login(server, self.work / "p-out.txt"))
+                    out = self.work / "p-out.txt"
+                    self.backend.refresh_pool += out.read_text().split() if out.exists() else []
+                elif workload == "refresh":
                     self._with_tokens(server, "refresh", SINGLE_CONNECTIONS, 48)
                 else:
                     self._sample(server, workload, self._single(server, workload))
@@ -94,10 +122,15 @@ class ConfigRound:
     ) -> Sample:
         server.wait_idle()
         if not self.profiling:
-            return measured(server, run)
+            return measured(server, run, self.counter if workload in SINGLE_WORKLOADS else None)
         results: list[WrkResult] = []
-        self.m.profiles[f"{self.config.label}: {workload}"] = profile_while(
+        lines = record_while(
             server.process.pid, self.options.seconds, lambda: results.append(run())
+        )
+        self.m.profiles[(self.config.key, workload)] = (
+            Profile(summarize_samples(lines), split_samples(lines))
+            if lines is not None
+            else Profile([NO_PY_SPY])
         )
         return Sample(results[0], None)
 
@@ -170,22 +203,29 @@ class ConfigRound:
         with HealthProber(server.port).running() as idle:
             time.sleep(probe_seconds)
         out = self.work / "login-out.txt"
-        # At 16 connections a login waits seconds for a hashing thread: a short run would
-        # count little more than the first wave.
-        login_seconds = max(self.options.seconds, MIN_OVERLOAD_SECONDS // 2)
+        # The store counters are read outside the storm: their settling is idle time.
+        ops_before = self.counter.snapshot() if self.counter else {}
         with HealthProber(server.port).running() as storm:
-            sample = measured(
-                server,
-                lambda: self._wrk(
-                    server, "login", SINGLE_CONNECTIONS, seconds=login_seconds, out=out
-                ),
+            sample = measured(server, self._login(server, out))
+        if self.counter:
+            ops = StoreCounter.per_response(
+                ops_before, self.counter.snapshot(), sample.result.counted
             )
+            sample = dataclasses.replace(sample, ops=ops)
         self.backend.refresh_pool += out.read_text().split()
         self._record("login", sample)
         self.m.health.setdefault(self.config.key, []).append(
             HealthProbe(
                 idle.percentile(50), idle.percentile(99), storm.percentile(50), storm.percentile(99)
             )
+        )
+
+    def _login(self, server: ServiceProcess, out: Path) -> Callable[[], WrkResult]:
+        # At 16 connections a login waits seconds for a hashing thread: a short run would
+        # count little more than the first wave.
+        login_seconds = max(self.options.seconds, MIN_OVERLOAD_SECONDS // 2)
+        return lambda: self._wrk(
+            server, "login", SINGLE_CONNECTIONS, seconds=login_seconds, out=out
         )
 
     def _with_tokens(

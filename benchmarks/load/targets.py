@@ -31,6 +31,9 @@ class Target:
     measured: str
     required: str
     met: bool | None  # None: not measured in this run
+    # Which check this is ("login_rate", "health", "scaling:me", ...): how the report
+    # explains it when it is not met.
+    key: str = ""
 
     @property
     def verdict(self) -> str:
@@ -45,10 +48,11 @@ def _check(
     required: str,
     passes: Callable[[float], bool],
     shown: Callable[[float], str],
+    key: str,
 ) -> Target:
     if value is None:
-        return Target(number, name, config, "—", required, None)
-    return Target(number, name, config, shown(value), required, passes(value))
+        return Target(number, name, config, "—", required, None, key)
+    return Target(number, name, config, shown(value), required, passes(value), key)
 
 
 def _pct(value: float) -> str:
@@ -73,6 +77,7 @@ def evaluate(m: Measurements) -> list[Target]:
                 "≥ 90 %",
                 lambda v: v >= 0.9,
                 _pct,
+                "login_rate",
             )
         )
         p50, p99 = latency(m, key, "login", "p50_ms"), latency(m, key, "login", "p99_ms")
@@ -85,6 +90,7 @@ def evaluate(m: Measurements) -> list[Target]:
                 "≤ 3x",
                 lambda v: v <= 3,
                 _ratio,
+                "login_tail",
             )
         )
         probes = m.health.get(key, [])
@@ -97,6 +103,7 @@ def evaluate(m: Measurements) -> list[Target]:
                 "≤ 2x",
                 lambda v: v <= 2,
                 _ratio,
+                "health",
             )
         )
     for key in configs:
@@ -110,6 +117,7 @@ def evaluate(m: Measurements) -> list[Target]:
                     "≤ 1.5 ms",
                     lambda v: v <= 1.5,
                     lambda v: f"{v:.2f} ms",
+                    "refresh_cpu",
                 )
             )
     for key in configs:
@@ -123,6 +131,7 @@ def evaluate(m: Measurements) -> list[Target]:
                     "< 100 ms",
                     lambda v: v < 100,
                     lambda v: f"{v:.0f} ms",
+                    "refresh_p99",
                 )
             )
     for key in configs:
@@ -137,6 +146,7 @@ def evaluate(m: Measurements) -> list[Target]:
                     "≥ 25 %",
                     lambda v: v >= 0.25,
                     _pct,
+                    f"hello:{workload}",
                 )
             )
     for key in configs:
@@ -151,6 +161,7 @@ def evaluate(m: Measurements) -> list[Target]:
                 "0",
                 lambda v: v == 0,
                 lambda v: f"{v:.0f}",
+                "no_500",
             )
         )
         targets.append(
@@ -162,6 +173,7 @@ def evaluate(m: Measurements) -> list[Target]:
                 "< 1000 ms",
                 lambda v: v < 1000,
                 lambda v: f"{v:.0f} ms",
+                "p99_512",
             )
         )
     if "pg1" in configs and "pg2" in configs:
@@ -175,6 +187,7 @@ def evaluate(m: Measurements) -> list[Target]:
                     "≥ 1.7x",
                     lambda v: v >= 1.7,
                     _ratio,
+                    f"scaling:{workload}",
                 )
             )
     return targets

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common.profile import FRAMEWORK, HANDLER, LOGGING, LOOP, MIDDLEWARE, part_of
 from benchmarks.common.wrk import (
     WrkResult,
     parse_plain_output,
@@ -22,11 +23,16 @@ from benchmarks.common.wrk import (
     run_script,
     to_ms,
 )
+from benchmarks.load.budget import CpuMeter, CpuSnapshot, StoreCounter
+from benchmarks.load.explain import anchor, scaling_limit
 from benchmarks.load.model import (
+    CONFIG_BY_KEY,
     Argon2Params,
     Argon2Rate,
+    CpuBudget,
     HealthProbe,
     Measurements,
+    Profile,
     Sample,
     mixed,
 )
@@ -116,12 +122,31 @@ def _result(
     )
 
 
-def _measurements(*, refresh_cpu: float = 1.2, pg2_me: float = 900) -> Measurements:
+REFRESH_OPS = {"pg xact_commit": 2.0, "pg tup_inserted": 1.0, "redis GET": 1.0, "redis SET": 2.0}
+
+
+def _budget(
+    server: float, postgres: float = 0.5, redis: float = 0.1, wrk: float = 0.4
+) -> CpuBudget:
+    return CpuBudget(server, postgres, redis, wrk, rest=0.05)
+
+
+def _measurements(
+    *,
+    refresh_cpu: float = 1.2,
+    pg2_me: float = 900,
+    pg1_login: int = 95,
+    mixed_p99: float = 800,
+    login_cpu: float = 20.0,
+) -> Measurements:
     """Two configurations, two rounds: built so that each target's verdict is known."""
     m = Measurements(cores=2, argon2_params=Argon2Params(2, 19456, 1))
     m.settings = {
         "DATABASE_POOL_SIZE": "5",
         "redis max_connections": "40 (REDIS_MAX_CONNECTIONS default)",
+        "MAX_CONCURRENT_REQUESTS": "32",
+        "REQUEST_QUEUE_TIMEOUT_SECONDS": "0.5",
+        "PASSWORD_HASH_THREADS": "cores ÷ workers (default)",
     }
     configured = Argon2Params(2, 19456, 1)
     m.argon2_rates = {
@@ -132,16 +157,32 @@ def _measurements(*, refresh_cpu: float = 1.2, pg2_me: float = 900) -> Measureme
     m.argon2_sets = [Argon2Rate(configured, 2, 100.0, 20.0)] + [
         Argon2Rate(params, 2, 20.0, 100.0) for params in ARGON2_ALTERNATIVES
     ]
+    m.hello_budgets = {1: [_budget(0.3, 0, 0, 0.1)] * 2, 2: [_budget(0.35, 0, 0, 0.1)] * 2}
     for _ in range(2):
-        m.add("pg1", "login", Sample(_result(95, p50=100, p99=250), 20.0))
-        m.add("pg1", "refresh", Sample(_result(400, p99=60), refresh_cpu))
-        m.add("pg1", "me", Sample(_result(600), 1.5))
-        m.add("pg1", "introspect", Sample(_result(400), 2.0))
-        m.add("pg1", mixed(512), Sample(_result(300, p99=800, s503=40, s500=1), 3.0))
+        login = _result(pg1_login, p50=100, p99=250)
+        m.add("pg1", "login", Sample(login, login_cpu, _budget(login_cpu)))
+        m.add(
+            "pg1",
+            "refresh",
+            Sample(_result(400, p99=60), refresh_cpu, _budget(refresh_cpu), REFRESH_OPS),
+        )
+        m.add("pg1", "me", Sample(_result(600), 1.5, _budget(1.5, 0.6, 0.2, 0.3)))
+        m.add("pg1", "introspect", Sample(_result(400), 2.0, _budget(2.0)))
+        m.add(
+            "pg1",
+            mixed(512),
+            Sample(_result(300, p99=mixed_p99, s503=40, s500=1), 3.0, _budget(3.0)),
+        )
         m.add("pg2", "login", Sample(_result(95), 20.0))
-        m.add("pg2", "refresh", Sample(_result(700), 1.3))
-        m.add("pg2", "me", Sample(_result(int(pg2_me)), 1.6))
+        m.add("pg2", "refresh", Sample(_result(700), 1.3, _budget(1.3)))
+        m.add("pg2", "me", Sample(_result(int(pg2_me)), 1.6, _budget(1.6)))
         m.add("pg2", "introspect", Sample(_result(700), 2.0))
+    m.profiles = {
+        ("pg1", "me"): Profile(
+            ["| 50.0 % | `app` |"],
+            {HANDLER: 0.2, MIDDLEWARE: 0.3, LOGGING: 0.25, FRAMEWORK: 0.15, LOOP: 0.1},
+        )
+    }
     m.health = {"pg1": [HealthProbe(1.0, 2.0, 1.5, 5.0)] * 2}
     m.rss_mib = {"pg1": 120.0, "pg2": 118.0}
     m.db_connections = {"pg1": 10, "pg2": 9}
@@ -177,6 +218,109 @@ def test_targets_follow_the_measurements() -> None:
     assert verdicts[("refresh ≤ 1.5 ms server CPU", "pg1")] is False
     assert verdicts[("GET /me ≥ 25 % of hello-world (same workers)", "pg2")] is True
     assert verdicts[("2 workers ≥ 1.7 x 1 worker on GET /me", "")] is True
+
+
+def _unmet(report: str) -> str:
+    start = report.index("## Targets not met: the measured limit and why")
+    return report[start : report.index("\n## ", start + 1)]
+
+
+def test_cpu_budget_shows_every_process_the_ceiling_and_the_share_reached() -> None:
+    """ms per response of server, PostgreSQL, Redis and wrk; ceiling = cores x 1000 / sum."""
+    report = render_report(_measurements(), evaluate(_measurements()), _info())
+    # 2 cores / 2.6 ms = 769 responses/s at most; 600/s measured is 78 % of it.
+    assert "| pg1: me | 1.50 | 0.60 | 0.20 | 0.30 | **2.60** | 769 | 600 | 78% | 0.05 |" in report
+    assert (
+        "| hello-world, 1 worker(s) | 0.30 | 0.00 | 0.00 | 0.10 | **0.40** | 5,000 | 2,000 |"
+        in report
+    )
+
+
+def test_scaling_limit_is_what_the_cpu_leaves_to_a_second_worker() -> None:
+    """At 1 worker's cost per response the cores allow min(2, ceiling / rate) of its rate."""
+    r1, busy, ceiling, max_ratio = scaling_limit(_measurements(), "me") or (0, 0, 0, 0)
+    assert (r1, busy) == (pytest.approx(600), pytest.approx(1.56))
+    assert ceiling == pytest.approx(2000 / 2.6)
+    assert max_ratio == pytest.approx(2000 / 2.6 / 600)
+    m = _measurements()
+    report = render_report(m, evaluate(m), _info())
+    assert "| GET /me | 600 | 1.56 of 2 | 769 | 1.28x | 1.50x |" in report
+    unmet = _unmet(report)
+    assert "1.28x the 1-worker rate (measured: 1.50x): at the 1-worker cost" in unmet
+    assert "1.7x cannot be reached on this machine" in unmet
+
+
+def test_every_unmet_target_and_only_those_is_explained_with_this_runs_numbers() -> None:
+    """One paragraph per target not met, from the run's numbers, linking a profile that exists."""
+    m = _measurements(pg1_login=50, mixed_p99=1800, login_cpu=25.0)
+    targets = evaluate(m)
+    report = render_report(m, targets, _info())
+    unmet = _unmet(report)
+    bullets = [line for line in unmet.splitlines() if line.startswith("- **")]
+    expected = [
+        f"- **{t.name}** ({CONFIG_BY_KEY[t.config].label if t.config else '2 vs 1 worker'}): "
+        f"measured {t.measured}, required {t.required}. "
+        for t in targets
+        if t.met is False
+    ]
+    assert len(bullets) == len(expected) > 5
+    for bullet, start in zip(bullets, expected, strict=True):
+        assert bullet.startswith(start)
+    # login: 25 ms of server CPU against 20 ms per verification: 5 ms beyond the hash;
+    # 26 ms on the machine, so at most 20/26 = 77 % of the reference's rate.
+    assert "spends 5.00 ms per login beyond the hash, and the machine 6.00 ms" in unmet
+    assert "at most 77% of the reference's rate" in unmet
+    # /me on 2 workers: 1.60 ms of server CPU against hello-world's 0.35 ms.
+    assert "GET /me 1.60 ms, hello-world 0.35 ms (4.6x" in unmet
+    # p99 at 512: 0.5 s queue + 32 slots at 301 admitted/s (300 ok + 1 500: 106 ms) = 606 ms;
+    # the other 1194 ms is before admission.
+    assert "bounds it near 606 ms; the remaining 1194 ms" in unmet
+    # A profile of another configuration is named as such and its link resolves.
+    assert (
+        "Profile (taken on pg1): [Where the time goes: PostgreSQL + Redis, 1 worker: me]" in unmet
+    )
+    heading = "Where the time goes: PostgreSQL + Redis, 1 worker: me"
+    assert f"\n## {heading}\n" in report
+    assert anchor(heading) == "#where-the-time-goes-postgresql--redis-1-worker-me"
+    assert f"({anchor(heading)})" in unmet
+    # What the run did not measure is said, not guessed: no introspection profile.
+    assert "Profile: not measured in this run" in unmet
+
+
+def test_store_round_trips_are_counted_per_response() -> None:
+    """Counter deltas divided by responses; counters that did not move are left out."""
+    before = {"pg xact_commit": 10.0, "redis GET": 5.0}
+    after = {"pg xact_commit": 30.0, "redis GET": 5.0, "redis SET": 10.0}
+    assert StoreCounter.per_response(before, after, 10) == {"pg xact_commit": 2.0, "redis SET": 1.0}
+    assert StoreCounter.per_response(before, after, 0) == {}
+    report = render_report(_measurements(), evaluate(_measurements()), _info())
+    assert "| pg1: refresh | 2.00 | inserted 1.00 | 3.00 (SET 2.00, GET 1.00) |" in report
+
+
+def test_cpu_meter_splits_the_machines_cpu_between_processes() -> None:
+    """Each part's CPU delta per response; the rest of the machine is what none of them used."""
+    before = CpuSnapshot(server=1.0, postgres=2.0, redis=3.0, wrk=4.0, machine=10.0)
+    after = CpuSnapshot(server=2.0, postgres=2.5, redis=3.1, wrk=4.2, machine=12.0)
+    b = CpuMeter.budget(before, after, 100)
+    assert b is not None
+    assert (b.server, b.postgres, b.redis, b.wrk) == pytest.approx((10.0, 5.0, 1.0, 2.0))
+    assert b.rest == pytest.approx(2.0)
+    assert b.total == pytest.approx(18.0)
+    assert b.ceiling(2) == pytest.approx(2000 / 18)
+    assert CpuMeter.budget(before, after, 0) is None
+
+
+def test_profile_samples_are_split_by_part_of_the_request() -> None:
+    """Logging anywhere; else the innermost service frame; the framework and the loop apart."""
+    root = ["<module> (faultmaven_auth/__main__.py:5)", "serve (faultmaven_auth/cli.py:78)"]
+    mw = "RequestContextMiddleware.__call__ (faultmaven_auth/observability/middleware.py:150)"
+    endpoint = "refresh (faultmaven_auth/tokens/endpoints.py:64)"
+    assert part_of([*root, mw, "Logger.log (logging/__init__.py:1559)"]) == LOGGING
+    assert part_of([*root, mw, "uuid4 (uuid.py:723)"]) == MIDDLEWARE
+    assert part_of([*root, mw, "Router.__call__ (starlette/routing.py:683)"]) == FRAMEWORK
+    assert part_of([*root, mw, endpoint, "execute (sqlalchemy/engine.py:1)"]) == HANDLER
+    assert part_of([*root, "Runner.run (asyncio/runners.py:118)"]) == LOOP
+    assert part_of([*root, "on_headers_complete (uvicorn/protocols/http/h.py:250)"]) == FRAMEWORK
 
 
 def _info() -> RunInfo:
