@@ -79,9 +79,15 @@ def ceiling_text(m: Measurements, b: CpuBudget | None, measured: float | None) -
         return "CPU budget not measured"
     ceiling = b.ceiling(m.cores) or 0.0
     share = f"; measured {measured:,.0f}/s, {measured / ceiling:.0%} of it" if measured else ""
+    others = (
+        f" (the machine's other processes took a further {b.rest:.2f} ms per response "
+        "meanwhile: a busy machine)"
+        if b.rest > b.total / 2
+        else ""
+    )
     return (
         f"CPU per response {budget_text(b)}, so {m.cores} cores give at most "
-        f"{ceiling:,.0f} responses/s{share}"
+        f"{ceiling:,.0f} responses/s{share}{others}"
     )
 
 

@@ -59,6 +59,15 @@ class CpuBudget:
         """The most responses/s these cores give at this cost, whatever the service does."""
         return cores * 1000 / self.total if self.total > 0 else None
 
+    def scaled(self, factor: float) -> CpuBudget:
+        return CpuBudget(
+            self.server * factor,
+            self.postgres * factor,
+            self.redis * factor,
+            self.wrk * factor,
+            self.rest * factor,
+        )
+
     @staticmethod
     def median_of(budgets: Sequence[CpuBudget]) -> CpuBudget | None:
         if not budgets:
@@ -177,6 +186,17 @@ def cpu_ms(m: Measurements, config: str, workload: str) -> float | None:
 
 def budget(m: Measurements, config: str, workload: str) -> CpuBudget | None:
     return CpuBudget.median_of([s.budget for s in m.runs(config, workload) if s.budget])
+
+
+def budget_per_ok(m: Measurements, config: str, workload: str) -> CpuBudget | None:
+    """CPU per successful response: refusals (503) cost little, a login's hash a lot."""
+    return CpuBudget.median_of(
+        [
+            s.budget.scaled(s.result.counted / s.result.ok)
+            for s in m.runs(config, workload)
+            if s.budget and s.result.ok
+        ]
+    )
 
 
 def ops_per_request(m: Measurements, config: str, workload: str) -> dict[str, float]:
