@@ -40,8 +40,8 @@ PG_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "t
 
 def _own_cpu(proc: psutil.Process, *, reaped: bool) -> float:
     times = proc.cpu_times()
-    own = times.user + times.system
-    return own + (times.children_user + times.children_system if reaped else 0.0)
+    own = float(times.user + times.system)
+    return own + (float(times.children_user + times.children_system) if reaped else 0.0)
 
 
 def _named_cpu(name: str, *, reaped_by_parent: bool) -> float:
@@ -65,7 +65,7 @@ def _children_cpu() -> float:
 
 def _machine_busy() -> float:
     times = psutil.cpu_times()
-    return float(sum(times)) - times.idle - getattr(times, "iowait", 0.0)
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ class CpuMeter:
             return None
 
         def ms(part: str) -> float:
-            return max(0.0, 1000 * (getattr(after, part) - getattr(before, part)) / responses)
+            spent = float(getattr(after, part) - getattr(before, part))
+            return max(0.0, 1000 * spent / responses)
 
         parts = {part: ms(part) for part in ("server", "postgres", "redis", "wrk")}
         rest = max(0.0, ms("machine") - sum(parts.values()))
