@@ -28,6 +28,7 @@ from benchmarks.load.costs import (
 from benchmarks.load.model import (
     CONFIG_BY_KEY,
     SINGLE_CONNECTIONS,
+    HealthProbe,
     Measurements,
     budget,
     budget_per_ok,
@@ -138,8 +139,23 @@ def _health(m: Measurements, config: str) -> str:
         f"/health p50/p99 went from {idle50:.2f}/{idle99:.2f} ms idle to {s50:.2f}/{s99:.2f} ms "
         f"during the login storm: {busy}, with "
         f"PASSWORD_HASH_THREADS={m.settings.get('PASSWORD_HASH_THREADS', '?')} hashing thread(s) "
-        "a worker beside the event loop that answers /health. The extra latency is that loop "
-        "waiting for a core (the run-queue delay itself is not measured)."
+        f"a worker beside the event loop that answers /health. {_loop_wait(probes)}"
+    )
+
+
+def _loop_wait(probes: list[HealthProbe]) -> str:
+    idle = median(
+        [p.idle_loop_wait_ms_per_s for p in probes if p.idle_loop_wait_ms_per_s is not None]
+    )
+    storm = median(
+        [p.storm_loop_wait_ms_per_s for p in probes if p.storm_loop_wait_ms_per_s is not None]
+    )
+    if idle is None or storm is None:
+        return "How long the event loop waited for a core: not measured."
+    return (
+        f"The event loop's thread waited for a core {storm:.0f} ms per second during the storm "
+        f"against {idle:.0f} ms idle (run-queue wait, Linux schedstat): a /health request that "
+        "arrives meanwhile waits too."
     )
 
 

@@ -108,6 +108,9 @@ class HealthProbe:
     idle_p99_ms: float
     storm_p50_ms: float
     storm_p99_ms: float
+    # How long the event loop waited for a core, ms per second (Linux schedstat).
+    idle_loop_wait_ms_per_s: float | None = None
+    storm_loop_wait_ms_per_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from benchmarks.common.service import ServiceProcess
 
@@ -46,6 +47,36 @@ class HealthProber:
         if len(self.samples) < 2:
             return self.samples[0] if self.samples else 0.0
         return statistics.quantiles(self.samples, n=100, method="inclusive")[int(q) - 1]
+
+
+def loop_wait_seconds(server: ServiceProcess) -> float | None:
+    """Seconds the workers' event-loop threads have waited for a core so far, averaged
+    over workers (Linux schedstat: run-queue wait of each worker's main thread); None
+    where the kernel does not expose it."""
+    waits = []
+    for proc in server.workers():
+        try:
+            fields = Path(f"/proc/{proc.pid}/task/{proc.pid}/schedstat").read_text().split()
+        except OSError:
+            continue
+        waits.append(int(fields[1]) / 1e9)
+    return sum(waits) / len(waits) if waits else None
+
+
+class LoopWait:
+    """Run-queue wait of the event loop over a stretch of time, in ms per second."""
+
+    def __init__(self, server: ServiceProcess) -> None:
+        self.server = server
+        self.ms_per_s: float | None = None
+
+    @contextmanager
+    def running(self) -> Iterator[LoopWait]:
+        before, started = loop_wait_seconds(self.server), time.perf_counter()
+        yield self
+        after = loop_wait_seconds(self.server)
+        if before is not None and after is not None:
+            self.ms_per_s = 1000 * (after - before) / (time.perf_counter() - started)
 
 
 class ConnectionSampler:

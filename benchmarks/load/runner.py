@@ -38,7 +38,7 @@ from benchmarks.load.model import (
     ServiceConfig,
     mixed,
 )
-from benchmarks.load.probes import ConnectionSampler, HealthProber
+from benchmarks.load.probes import ConnectionSampler, HealthProber, LoopWait
 from benchmarks.load.references import argon2_verify_rate
 
 # Runs at 128 connections and more last at least this long (see _mixed), logins half.
@@ -200,12 +200,12 @@ class ConfigRound:
             flush=True,
         )
         probe_seconds = min(self.options.seconds, 5)
-        with HealthProber(server.port).running() as idle:
+        with HealthProber(server.port).running() as idle, LoopWait(server).running() as idle_wait:
             time.sleep(probe_seconds)
         out = self.work / "login-out.txt"
         # The store counters are read outside the storm: their settling is idle time.
         ops_before = self.counter.snapshot() if self.counter else {}
-        with HealthProber(server.port).running() as storm:
+        with HealthProber(server.port).running() as storm, LoopWait(server).running() as wait:
             sample = measured(server, self._login(server, out))
         if self.counter:
             ops = StoreCounter.per_response(
@@ -216,7 +216,12 @@ class ConfigRound:
         self._record("login", sample)
         self.m.health.setdefault(self.config.key, []).append(
             HealthProbe(
-                idle.percentile(50), idle.percentile(99), storm.percentile(50), storm.percentile(99)
+                idle.percentile(50),
+                idle.percentile(99),
+                storm.percentile(50),
+                storm.percentile(99),
+                idle_wait.ms_per_s,
+                wait.ms_per_s,
             )
         )
 

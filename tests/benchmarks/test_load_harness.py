@@ -183,7 +183,7 @@ def _measurements(
             {HANDLER: 0.2, MIDDLEWARE: 0.3, LOGGING: 0.25, FRAMEWORK: 0.15, LOOP: 0.1},
         )
     }
-    m.health = {"pg1": [HealthProbe(1.0, 2.0, 1.5, 5.0)] * 2}
+    m.health = {"pg1": [HealthProbe(1.0, 2.0, 1.5, 5.0, 3.0, 240.0)] * 2}
     m.rss_mib = {"pg1": 120.0, "pg2": 118.0}
     m.db_connections = {"pg1": 10, "pg2": 9}
     m.redis_connections = {"pg1": 7, "pg2": 6}
@@ -275,6 +275,9 @@ def test_every_unmet_target_and_only_those_is_explained_with_this_runs_numbers()
     # p99 at 512: 0.5 s queue + 32 slots at 301 admitted/s (300 ok + 1 500: 106 ms) = 606 ms;
     # the other 1194 ms is before admission.
     assert "bounds it near 606 ms; the remaining 1194 ms" in unmet
+    # /health: the storm's latency next to the event loop's wait for a core.
+    assert "went from 1.00/2.00 ms idle to 1.50/5.00 ms during the login storm" in unmet
+    assert "waited for a core 240 ms per second during the storm against 3 ms idle" in unmet
     # A profile of another configuration is named as such and its link resolves.
     assert (
         "Profile (taken on pg1): [Where the time goes: PostgreSQL + Redis, 1 worker: me]" in unmet
