@@ -37,7 +37,7 @@ def _loop_stacks(lines: list[str]) -> Iterator[tuple[list[str], int]]:
 # Parts of a request, by where a sample's stack is (see part_of).
 LOGGING = "logging (log records, JSON formatting, handlers)"
 MIDDLEWARE = "the service's middleware (request context, metrics, admission, limits)"
-FRAMEWORK = "framework (uvicorn HTTP parsing, Starlette/FastAPI routing and validation)"
+FRAMEWORK = "framework and runtime (uvicorn, Starlette/FastAPI, asyncio: no service frame below)"
 HANDLER = "endpoint and its dependencies (database, store, tokens, hashing hand-off)"
 LOOP = "event loop itself (native: I/O polling, callbacks, not attributed)"
 PARTS = (HANDLER, MIDDLEWARE, LOGGING, FRAMEWORK, LOOP)

@@ -35,7 +35,7 @@ PART_NAMES = {
     PARTS[0]: "endpoint and dependencies",
     PARTS[1]: "middleware",
     PARTS[2]: "logging",
-    PARTS[3]: "framework",
+    PARTS[3]: "framework and runtime",
     PARTS[4]: "event loop (native)",
 }
 

@@ -272,8 +272,9 @@ def render_report(m: Measurements, targets: list[Target], info: RunInfo) -> str:
             "",
             "Each py-spy sample of the event loop's thread counted once: logging wherever it "
             "is called from; else by the innermost frame of the service (its middleware, or "
-            "the endpoint and what it calls); framework when no service frame is on the "
-            "stack or the frames under our middleware are Starlette/FastAPI's; the event "
+            "the endpoint and what it calls); framework and runtime when no service frame is "
+            "on the stack (uvicorn, asyncio) or the frames under our middleware are "
+            "uvicorn's or Starlette/FastAPI's (routing, writing the response); the event "
             "loop when only its native code is on top (uvloop: polling and I/O).",
             "",
             *split_table(m),
