@@ -242,7 +242,9 @@ def cost_sections(m: Measurements) -> list[str]:
             "written) and Redis's INFO commandstats (server-wide: another client of the same "
             "Redis would count too), read before and after each single-endpoint run once the "
             "counters settle. Transactions are a floor on round trips: statements are not "
-            "counted (pg_stat_statements is not installed).",
+            "counted (pg_stat_statements is not installed). Requests still in flight when wrk "
+            "stops (up to one per connection) are served after it and counted too: a small "
+            "excess for the fast workloads, a larger one for login (tens of logins a run).",
             "",
             *ops_table(m),
             "",

@@ -246,7 +246,8 @@ def _p99_512(m: Measurements, config: str) -> str:
         f"{slots} slots (MAX_CONCURRENT_REQUESTS x {workers} worker(s)), then is served among "
         f"them: at the measured {admitted:,.0f} admitted responses/s, {slots} in service take "
         f"about {service:.0f} ms each (Little's law), so admission bounds it near {bound:.0f} ms; "
-        f"{tail}. {ceiling_text(m, budget(m, config, mixed(512)), rate(m, config, mixed(512)))}."
+        f"{tail}. {ceiling_text(m, budget(m, config, mixed(512)), rate(m, config, mixed(512)))}. "
+        "Profile: the mixed workload is not profiled."
     )
 
 
