@@ -196,6 +196,8 @@ class SamlIdp:
         groups: Sequence[str] = (),
         attributes: Mapping[str, Sequence[str]] | None = None,
         name_id: str | None = None,
+        name_id_format: str = NAMEID_EMAIL,
+        omit_attributes: Sequence[str] = (),
         sign: Signed = "assertion",
         signing_key: KeyPair | None = None,
         audience: str | None = None,
@@ -213,7 +215,8 @@ class SamlIdp:
 
         By default everything is right: Destination and Recipient the request's ACS URL,
         Audience its Issuer, InResponseTo its ID, valid for five minutes, the assertion
-        signed. Each keyword sets one part wrong; ``status`` (a second-level StatusCode
+        signed. ``attributes`` adds or replaces attributes (by Name), ``omit_attributes``
+        drops some. Each other keyword sets one part wrong; ``status`` (a second-level StatusCode
         under Responder) makes an error response without an assertion.
         """
         sp = sp_entity_id or (request.issuer if request else None)
@@ -226,7 +229,7 @@ class SamlIdp:
             request.id if request else None,
             acs,
             sp,
-            name_id=saml.NameID(format=NAMEID_EMAIL, text=name_id or email),
+            name_id=saml.NameID(format=name_id_format, text=name_id or email),
             authn={"class_ref": saml.AUTHN_PASSWORD_PROTECTED},
             sign_response=False,
             sign_assertion=False,
@@ -234,11 +237,14 @@ class SamlIdp:
             digest_alg=DIGEST_SHA256,
         )
         assertion: saml.Assertion = response.assertion
-        values = {"email": [email], **({"name": [name]} if name else {})}
+        values: dict[str, Sequence[str]] = {"email": [email]}
+        if name:
+            values["name"] = [name]
         if groups:
             values["groups"] = list(groups)
         values.update(attributes or {})
-        assertion.attribute_statement = [_attribute_statement(values)]
+        values = {k: v for k, v in values.items() if k not in omit_attributes}
+        assertion.attribute_statement = [_attribute_statement(values)] if values else []
 
         confirmation = assertion.subject.subject_confirmation[0].subject_confirmation_data
         conditions = assertion.conditions
