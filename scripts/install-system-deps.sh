@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite runs for real: prometheus and promtool (package
-# prometheus), alertmanager and amtool (package prometheus-alertmanager); with the
+# prometheus), alertmanager and amtool (package prometheus-alertmanager), xmlsec1 (SAML
+# signatures: pysaml2 signs and verifies through it, in the service and the test IdP); with the
 # argument "bench", also the load generator wrk for `make bench` (benchmarks/load drives it
 # with Lua scripts; Debian's wrk 4.x embeds LuaJIT).
 # Installs only what is missing. Services shipped by these packages are not started:
@@ -10,6 +11,7 @@ set -euo pipefail
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
 if [[ ${1:-} == bench ]]; then
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 fi

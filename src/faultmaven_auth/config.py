@@ -314,6 +314,8 @@ class Settings(BaseSettings):
     # hammer the provider).
     sso_jwks_min_refresh_seconds: float = Field(default=5.0, ge=0)
     sso_clock_skew_seconds: int = Field(default=60, ge=0, le=600)
+    # Leeway on SAML NotBefore / NotOnOrAfter (IdP clocks, ADFS in particular, drift).
+    sso_saml_clock_skew_seconds: int = Field(default=120, ge=0, le=600)
     # Plain-http issuers (a local test IdP); refused in production.
     sso_allow_insecure_issuers: bool = False
     # DNS servers ("host" or "host:port") for domain verification; empty: the system's.

@@ -1,6 +1,7 @@
 """SSO fixtures: the app with SSO settings on each backend, a real OpenID provider
-(node ``oidc-provider``), a forging provider for crafted ID tokens, a real DNS server
-for domain verification, and a browser that follows redirects and submits forms.
+(node ``oidc-provider``), a forging provider for crafted ID tokens, a real SAML IdP
+(pysaml2, ``saml_idp``), a real DNS server for domain verification, and a browser that
+follows redirects and submits forms.
 
 Each test builds its own organization (``sso_tenant``) with its own random domain,
 verified through the DNS server, a registered redirect URI and a provider.
@@ -37,6 +38,7 @@ from tests.conftest import (
 from tests.sso.dns_server import TxtZone, running_dns
 from tests.sso.fake_idp import FakeIdp, running_fake_idp
 from tests.sso.idp_server import RealIdp, idp_missing, running_idp
+from tests.sso.saml_idp import SamlIdp, running_saml_idp, saml_idp_missing
 
 CALLBACK = "http://testserver/api/v1/sso/oidc/callback"
 APP_REDIRECT = "http://127.0.0.1/app/callback"
@@ -81,6 +83,15 @@ def fake_idp() -> Iterator[FakeIdp]:
 
 
 @pytest.fixture(scope="session")
+def saml_idp() -> Iterator[SamlIdp]:
+    missing = saml_idp_missing()
+    if missing is not None:
+        unavailable("The test SAML IdP", RuntimeError(missing))
+    with running_saml_idp() as idp:
+        yield idp
+
+
+@pytest.fixture(scope="session")
 async def sso_app(backend_settings: Settings, dns: tuple[TxtZone, str]) -> AsyncIterator[FastAPI]:
     settings = backend_settings.model_copy(
         update={
@@ -114,6 +125,31 @@ class SsoTenant:
     def login_url(self, redirect_uri: str = APP_REDIRECT, **params: str) -> str:
         query = httpx.QueryParams({"redirect_uri": redirect_uri, **params})
         return f"/api/v1/sso/{self.provider_id}/login?{query}"
+
+
+async def saml_tenant(
+    client: httpx.AsyncClient, zone: TxtZone, idp: SamlIdp, **fields: Any
+) -> SsoTenant:
+    """An organization with a verified domain, the app's redirect URI and a SAML
+    provider configured from the IdP's metadata XML (unless ``fields`` say otherwise)."""
+    owner = await sign_up(client, "SAML Org")
+    domain = await verified_domain(client, owner, zone)
+    added = await client.post(
+        f"{owner.org_url}/sso-redirect-uris", headers=owner.headers, json={"uri": APP_REDIRECT}
+    )
+    assert added.status_code == 201, added.text
+    body: dict[str, Any] = {
+        "provider_type": "saml",
+        "name": "Corporate SAML IdP",
+        "allowed_domains": [domain],
+        "jit_enabled": True,
+        **fields,
+    }
+    if "idp_metadata_url" not in body:
+        body.setdefault("idp_metadata_xml", idp.metadata_xml())
+    created = await client.post(f"{owner.org_url}/sso-providers", headers=owner.headers, json=body)
+    assert created.status_code == 201, created.text
+    return SsoTenant(owner, domain, created.json()["id"], created.json())
 
 
 async def verified_domain(

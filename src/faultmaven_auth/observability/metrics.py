@@ -260,11 +260,12 @@ class Metrics:
             self.security_events_total.labels(event_type)
         for status in ("success", "failure", "expired"):
             self.tokens_validated_total.labels(status)
-        for method in ("password", "refresh", "sso_oidc"):
+        for method in ("password", "refresh", "sso_oidc", "sso_saml"):
             for outcome in ("success", "failure"):
                 self.auth_attempts_total.labels(method, outcome)
-        for outcome in ("success", "failure"):
-            self.sso_attempts_total.labels("oidc", outcome)
+        for provider_type in ("oidc", "saml"):
+            for outcome in ("success", "failure"):
+                self.sso_attempts_total.labels(provider_type, outcome)
         registry.register(self.computed)
         # python_gc_* with several workers: counters each worker publishes from its own
         # collector (worker_metrics.GcCounters), summed like any counter.

@@ -19,11 +19,11 @@ from faultmaven_auth.sso.oidc_http import OidcHttp
 from faultmaven_auth.sso.schemas import (
     DomainClaim,
     DomainOut,
-    OidcProviderCreate,
-    OidcProviderUpdate,
     RedirectUriCreate,
     RedirectUriOut,
+    SsoProviderCreate,
     SsoProviderOut,
+    SsoProviderUpdate,
 )
 
 router = APIRouter(prefix="/api/v1/organizations/{org_id}", tags=["sso"])
@@ -43,12 +43,13 @@ def get_oidc_http(request: Request) -> OidcHttp:
     responses=error_responses(409),
 )
 async def create_sso_provider(
-    body: OidcProviderCreate,
+    body: SsoProviderCreate,
     access: OrgAccess = MANAGE,
     runtime: Runtime = Depends(get_runtime),
     http: OidcHttp = Depends(get_oidc_http),
 ) -> SsoProviderOut:
-    """Discovered and checked first: an issuer that does not answer properly is a 400."""
+    """Checked first: an OpenID issuer that does not answer properly, or SAML metadata
+    that cannot be fetched, is a 400; SAML metadata lacking what a login needs, a 422."""
     provider = await providers.create_provider(runtime, http, access, body)
     return providers.provider_out(provider, runtime.settings)
 
@@ -76,7 +77,7 @@ async def get_sso_provider(
 )
 async def update_sso_provider(
     provider_id: uuid.UUID,
-    body: OidcProviderUpdate,
+    body: SsoProviderUpdate,
     access: OrgAccess = MANAGE,
     runtime: Runtime = Depends(get_runtime),
     http: OidcHttp = Depends(get_oidc_http),

@@ -1,23 +1,27 @@
-"""Public SSO routes: discovery, the OIDC redirect and callback, the code exchange.
+"""Public SSO routes: discovery, the redirect to the IdP, the OIDC callback, the SAML
+ACS and SP metadata, the code exchange.
 
-All four are unauthenticated and each writes to the store or the audit log, so they
-share one per-address rate limit (``RATE_LIMIT_SSO``).
+All are unauthenticated and most write to the store or the audit log, so they share
+one per-address rate limit (``RATE_LIMIT_SSO``).
 """
 
 from __future__ import annotations
 
 import uuid
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 
 from faultmaven_auth.api.openapi import error_responses
+from faultmaven_auth.observability.tracing import traced
 from faultmaven_auth.rbac.dependencies import request_meta
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.security.rate_limit import RateLimitScope, enforce_rate_limit
-from faultmaven_auth.sso import oidc
+from faultmaven_auth.sso import oidc, saml
 from faultmaven_auth.sso.config_endpoints import get_oidc_http
 from faultmaven_auth.sso.domains import discover_provider
+from faultmaven_auth.sso.login import provider_type_of
 from faultmaven_auth.sso.oidc_http import OidcHttp
 from faultmaven_auth.sso.schemas import DiscoverRequest, DiscoverResponse, SsoTokenRequest
 from faultmaven_auth.tokens.schemas import TokenResponse
@@ -71,14 +75,25 @@ async def start_sso_login(
 ) -> RedirectResponse:
     """Send the browser to the provider. ``redirect_uri`` must be registered (exact
     match) by the provider's organization; ``state`` is returned to it untouched."""
-    started = await oidc.start_login(
-        runtime,
-        provider_id,
-        redirect_uri=redirect_uri,
-        app_state=state,
-        login_hint=login_hint,
-        meta=request_meta(request),
-    )
+    with traced(runtime.tracer, "sso_redirect") as span:
+        span.set_attribute("sso.provider_id", str(provider_id))
+        if await provider_type_of(runtime, provider_id) == "saml":
+            location = await saml.start_login(
+                runtime,
+                provider_id,
+                redirect_uri=redirect_uri,
+                app_state=state,
+                meta=request_meta(request),
+            )
+            return RedirectResponse(location, status_code=302)
+        started = await oidc.start_login(
+            runtime,
+            provider_id,
+            redirect_uri=redirect_uri,
+            app_state=state,
+            login_hint=login_hint,
+            meta=request_meta(request),
+        )
     response = RedirectResponse(started.authorization_url, status_code=302)
     response.set_cookie(
         started.cookie_name,
@@ -120,6 +135,61 @@ async def oidc_callback(
     if state:
         response.delete_cookie(oidc.binding_cookie_name(state), path="/api/v1/sso/oidc/callback")
     return response
+
+
+@router.get(
+    "/{provider_id}/metadata",
+    response_class=Response,
+    responses={200: {"content": {saml.METADATA_MEDIA_TYPE: {}}}, **error_responses(404)},
+)
+async def saml_sp_metadata(
+    provider_id: uuid.UUID, runtime: Runtime = Depends(get_runtime)
+) -> Response:
+    """Our SAML SP metadata for this provider (give this URL, or the file, to the IdP)."""
+    document = await saml.sp_metadata(runtime, provider_id)
+    return Response(document, media_type=saml.METADATA_MEDIA_TYPE)
+
+
+@router.post(
+    "/{provider_id}/acs",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses=error_responses(400, 401, 403, 404, 413),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "SAMLResponse": {"type": "string"},
+                            "RelayState": {"type": "string"},
+                        },
+                        "required": ["SAMLResponse"],
+                    }
+                }
+            },
+        }
+    },
+)
+async def saml_acs(
+    provider_id: uuid.UUID, request: Request, runtime: Runtime = Depends(get_runtime)
+) -> RedirectResponse:
+    """Where the IdP posts the SAML response (HTTP-POST binding); register this URL there."""
+    body = await request.body()
+    try:
+        form = parse_qs(body.decode("latin-1"), max_num_fields=10)
+    except ValueError:  # too many fields: refused below as a malformed response
+        form = {}
+    target = await saml.finish_login(
+        runtime,
+        provider_id,
+        saml_response=next(iter(form.get("SAMLResponse", [])), None),
+        relay_state=next(iter(form.get("RelayState", [])), None),
+        meta=request_meta(request),
+    )
+    return RedirectResponse(target, status_code=302)
 
 
 @router.post("/token", response_model=TokenResponse, responses=error_responses(400))

@@ -32,36 +32,33 @@ from urllib.parse import urlencode
 
 from sqlalchemy import select
 
-from faultmaven_auth.audit.events import AuditEventType, Outcome
+from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.errors import BadRequest
 from faultmaven_auth.hostile_input import printable, unsafe_text
 from faultmaven_auth.observability.tracing import traced
 from faultmaven_auth.runtime import Runtime
-from faultmaven_auth.sso.domains import domain_verified_by
 from faultmaven_auth.sso.errors import SsoLoginRefused
 from faultmaven_auth.sso.id_token import verify_id_token
+from faultmaven_auth.sso.login import Protocol, complete_login, enabled_provider, refuse
 from faultmaven_auth.sso.oidc_http import OidcHttp
 from faultmaven_auth.sso.providers import open_client_secret
-from faultmaven_auth.sso.provisioning import AssertedIdentity, sign_in_user
+from faultmaven_auth.sso.provisioning import AssertedIdentity
 from faultmaven_auth.sso.redirect_uris import redirect_uri_registered
 from faultmaven_auth.sso.state import (
-    LoginGrant,
     PendingLogin,
     browser_hash,
-    save_login_code,
     save_pending_login,
     take_login_code,
     take_pending_login,
 )
 from faultmaven_auth.storage.models import Organization, SsoProvider, User
 from faultmaven_auth.storage.tenancy import OrgId
-from faultmaven_auth.tokens.service import TokenPair, issue_token_pair, record_auth_attempt
+from faultmaven_auth.tokens.service import TokenPair, issue_token_pair
 
 logger = logging.getLogger("faultmaven_auth.sso")
 
-AUTH_METHOD = "sso_oidc"
-PROVIDER_TYPE = "oidc"
+PROTOCOL = Protocol(provider_type="oidc", auth_method="sso_oidc")
 
 
 @dataclass(frozen=True)
@@ -82,23 +79,7 @@ def _pkce_challenge(verifier: str) -> str:
 
 
 async def _enabled_provider(runtime: Runtime, provider_id: uuid.UUID) -> SsoProvider:
-    async with runtime.db.session() as session:
-        row = (
-            await session.execute(
-                select(SsoProvider)
-                .join(Organization, Organization.id == SsoProvider.organization_id)
-                .where(
-                    SsoProvider.id == provider_id,
-                    SsoProvider.provider_type == PROVIDER_TYPE,
-                    SsoProvider.enabled.is_(True),
-                    Organization.deleted_at.is_(None),
-                )
-            )
-        ).first()
-    if row is None:
-        raise SsoLoginRefused("provider_not_found")
-    provider: SsoProvider = row[0]
-    return provider
+    return await enabled_provider(runtime, provider_id, PROTOCOL.provider_type)
 
 
 async def start_login(
@@ -113,48 +94,46 @@ async def start_login(
     started = time.perf_counter()
     org_id: uuid.UUID | None = None
     try:
-        with traced(runtime.tracer, "sso_redirect") as span:
-            provider = await _enabled_provider(runtime, provider_id)
-            org_id = provider.organization_id
-            span.set_attribute("sso.provider_id", str(provider.id))
-            async with runtime.db.session() as session:
-                registered = await redirect_uri_registered(session, OrgId(org_id), redirect_uri)
-            if not registered:
-                raise SsoLoginRefused("redirect_uri_not_registered")
-            state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-            verifier, binding = secrets.token_urlsafe(48), secrets.token_urlsafe(32)
-            settings = runtime.settings
-            await save_pending_login(
-                runtime.kv,
-                state,
-                PendingLogin(
-                    provider_id=str(provider.id),
-                    organization_id=str(org_id),
-                    nonce=nonce,
-                    code_verifier=verifier,
-                    redirect_uri=redirect_uri,
-                    app_state=app_state,
-                    browser_hash=browser_hash(binding),
-                ),
-                settings.sso_state_ttl_seconds,
-            )
-            config = provider.config
-            params = {
-                "response_type": "code",
-                "client_id": config["client_id"],
-                "redirect_uri": settings.sso_callback_url,
-                "scope": " ".join(config["scopes"]),
-                "state": state,
-                "nonce": nonce,
-                "code_challenge": _pkce_challenge(verifier),
-                "code_challenge_method": "S256",
-            }
-            if login_hint:
-                params["login_hint"] = login_hint
-            endpoint = config["authorization_endpoint"]
-            separator = "&" if "?" in endpoint else "?"
+        provider = await _enabled_provider(runtime, provider_id)
+        org_id = provider.organization_id
+        async with runtime.db.session() as session:
+            registered = await redirect_uri_registered(session, OrgId(org_id), redirect_uri)
+        if not registered:
+            raise SsoLoginRefused("redirect_uri_not_registered")
+        state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        verifier, binding = secrets.token_urlsafe(48), secrets.token_urlsafe(32)
+        settings = runtime.settings
+        await save_pending_login(
+            runtime.kv,
+            state,
+            PendingLogin(
+                provider_id=str(provider.id),
+                organization_id=str(org_id),
+                nonce=nonce,
+                code_verifier=verifier,
+                redirect_uri=redirect_uri,
+                app_state=app_state,
+                browser_hash=browser_hash(binding),
+            ),
+            settings.sso_state_ttl_seconds,
+        )
+        config = provider.config
+        params = {
+            "response_type": "code",
+            "client_id": config["client_id"],
+            "redirect_uri": settings.sso_callback_url,
+            "scope": " ".join(config["scopes"]),
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": _pkce_challenge(verifier),
+            "code_challenge_method": "S256",
+        }
+        if login_hint:
+            params["login_hint"] = login_hint
+        endpoint = config["authorization_endpoint"]
+        separator = "&" if "?" in endpoint else "?"
     except SsoLoginRefused as exc:
-        await _refused(runtime, exc.reason, org_id, provider_id, meta, started)
+        await refuse(runtime, PROTOCOL, exc.reason, org_id, provider_id, meta, started)
         raise
     return StartedLogin(
         endpoint + separator + urlencode(params), binding_cookie_name(state), binding
@@ -243,81 +222,19 @@ async def finish_login(
         with traced(runtime.tracer, "sso_code_exchange"):
             claims = await _verified_claims(runtime, http, provider, pending, code)
         identity = _asserted_identity(provider, claims)
-        with traced(runtime.tracer, "sso_provisioning") as span:
-            async with runtime.db.transaction() as session:
-                domain = identity.email.rsplit("@", 1)[1]
-                if not await domain_verified_by(session, provider.organization_id, domain):
-                    raise SsoLoginRefused("domain_not_allowed")
-                signed_in = await sign_in_user(session, provider, identity, meta)
-                user = signed_in.user
-                record_audit_event(
-                    session,
-                    AuditEventType.SSO_LOGIN_SUCCEEDED,
-                    meta=meta,
-                    organization_id=user.organization_id,
-                    actor_id=user.id,
-                    target_type="user",
-                    target_id=user.id,
-                    details={"provider_id": str(provider.id), "provider_type": PROVIDER_TYPE},
-                )
-            span.set_attribute("sso.user_created", signed_in.created)
-        code_value = secrets.token_urlsafe(32)
-        await save_login_code(
-            runtime.kv,
-            code_value,
-            LoginGrant(
-                user_id=str(user.id),
-                organization_id=str(user.organization_id),
-                provider_id=str(provider.id),
-                redirect_uri=pending.redirect_uri,
-            ),
-            settings.sso_code_ttl_seconds,
+        return await complete_login(
+            runtime,
+            PROTOCOL,
+            provider,
+            identity,
+            redirect_uri=pending.redirect_uri,
+            app_state=pending.app_state,
+            meta=meta,
+            started=started,
         )
     except SsoLoginRefused as exc:
-        await _refused(runtime, exc.reason, org_id, provider_id, meta, started)
+        await refuse(runtime, PROTOCOL, exc.reason, org_id, provider_id, meta, started)
         raise
-    if signed_in.created:
-        runtime.metrics.user_created(user.organization_id)
-    runtime.metrics.sso_attempts_total.labels(PROVIDER_TYPE, "success").inc()
-    await record_auth_attempt(runtime, AUTH_METHOD, True, started)
-    query = {"code": code_value, **({"state": pending.app_state} if pending.app_state else {})}
-    separator = "&" if "?" in pending.redirect_uri else "?"
-    return pending.redirect_uri + separator + urlencode(query)
-
-
-async def _refused(
-    runtime: Runtime,
-    reason: str,
-    org_id: uuid.UUID | None,
-    provider_id: uuid.UUID | None,
-    meta: RequestMeta,
-    started: float,
-) -> None:
-    """Log, count and audit a refused SSO step (in its organization when known)."""
-    logger.warning(
-        "SSO login refused",
-        extra={
-            "event_type": "sso_login_failed",
-            "reason": reason,
-            "provider_type": PROVIDER_TYPE,
-            "provider_id": str(provider_id) if provider_id else None,
-            "organization_id": str(org_id) if org_id else None,
-        },
-    )
-    runtime.metrics.sso_attempts_total.labels(PROVIDER_TYPE, "failure").inc()
-    await record_auth_attempt(runtime, AUTH_METHOD, False, started)
-    async with runtime.db.transaction() as session:
-        record_audit_event(
-            session,
-            AuditEventType.SSO_LOGIN_FAILED,
-            meta=meta,
-            organization_id=org_id,
-            actor_id=None,
-            target_type="sso_provider" if provider_id else None,
-            target_id=provider_id,
-            outcome=Outcome.FAILURE,
-            details={"reason": reason, "provider_type": PROVIDER_TYPE},
-        )
 
 
 async def redeem_login_code(runtime: Runtime, code: str, meta: RequestMeta) -> TokenPair:
@@ -352,6 +269,6 @@ async def redeem_login_code(runtime: Runtime, code: str, meta: RequestMeta) -> T
             actor_id=user.id,
             target_type="user",
             target_id=user.id,
-            details={"method": AUTH_METHOD, "provider_id": grant.provider_id},
+            details={"method": grant.method, "provider_id": grant.provider_id},
         )
     return pair

@@ -1,5 +1,6 @@
-"""Everything the service asks of an OpenID provider over HTTP: discovery, the token
-endpoint, userinfo and the JWKS (cached, refreshed when an unknown ``kid`` shows up).
+"""Everything the service asks of an identity provider over HTTP: OpenID discovery, the
+token endpoint, userinfo and the JWKS (cached, refreshed when an unknown ``kid`` shows
+up), and a SAML IdP's metadata document.
 
 httpx errors stop here. At configuration time they become 400 ``SSO_DISCOVERY_FAILED``
 (nothing is stored); during a login they become
@@ -101,6 +102,23 @@ class OidcHttp:
         if isinstance(methods, list) and "S256" not in methods:
             raise discovery_failed("The provider does not support PKCE with S256")
         return document
+
+    async def fetch_saml_metadata(self, url: str, max_bytes: int) -> bytes:
+        """A SAML IdP's metadata document (same URL rule as an issuer); raises 400
+        SSO_DISCOVERY_FAILED when it cannot be fetched."""
+        if not self.check_url(url):
+            raise discovery_failed("The metadata URL must be an https URL")
+        try:
+            response = await self._http.get(url, headers={"Accept": "application/xml"})
+        except httpx.HTTPError as exc:
+            raise discovery_failed(
+                f"The IdP metadata cannot be fetched ({type(exc).__name__})"
+            ) from exc
+        if response.status_code != 200 or len(response.content) > max_bytes:
+            raise discovery_failed(
+                f"The IdP did not answer with a metadata document (HTTP {response.status_code})"
+            )
+        return response.content
 
     async def exchange_code(
         self,

@@ -1,16 +1,21 @@
 """Request and response bodies of the SSO routes. Secrets are write-only: the client
-secret goes in, and only ``client_secret_set`` ever comes out."""
+secret goes in, and only ``client_secret_set`` ever comes out.
+
+A provider's create and update bodies are a union on ``provider_type`` (``oidc`` when
+absent, for clients written before SAML; an update names it or is told apart by its
+SAML-only fields). One response shape serves both; the other type's fields are null.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from faultmaven_auth.schemas import Password, RequestModel, ResponseModel
+from faultmaven_auth.schemas import FreeText, Password, RequestModel, ResponseModel
 
 _DOMAIN = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,64}$")
@@ -53,7 +58,6 @@ class ClaimMapping(RequestModel):
 
 
 class OidcProviderCreate(RequestModel):
-    # The type selects the configuration shape; "saml" joins this union later.
     provider_type: Literal["oidc"] = "oidc"
     name: str = Field(min_length=1, max_length=200)
     enabled: bool = True
@@ -78,6 +82,7 @@ class OidcProviderCreate(RequestModel):
 class OidcProviderUpdate(RequestModel):
     """Only the fields sent change; a new issuer is discovered again before it is kept."""
 
+    provider_type: Literal["oidc"] | None = None
     name: str | None = Field(default=None, min_length=1, max_length=200)
     enabled: bool | None = None
     issuer: Url | None = None
@@ -97,19 +102,126 @@ class OidcProviderUpdate(RequestModel):
     _check_scopes = field_validator("scopes")(_scopes)
 
 
+class AttributeMapping(RequestModel):
+    """Which SAML attribute Names carry the email, the name and the groups. Without the
+    email attribute, a NameID of format emailAddress is the email."""
+
+    email: str = Field(default="email", min_length=1, max_length=255)
+    name: str = Field(default="name", min_length=1, max_length=255)
+    groups: str = Field(default="groups", min_length=1, max_length=255)
+
+
+MetadataXml = Annotated[FreeText, Field(min_length=1, max_length=1024 * 1024)]
+EntityId = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class SamlProviderCreate(RequestModel):
+    provider_type: Literal["saml"]
+    name: str = Field(min_length=1, max_length=200)
+    enabled: bool = True
+    # Exactly one: the IdP's metadata document, or an https URL it is fetched from
+    # (once, now; send it again to refresh).
+    idp_metadata_xml: MetadataXml | None = None
+    idp_metadata_url: Url | None = None
+    # Needed only when the metadata describes several IdPs.
+    idp_entity_id: EntityId | None = None
+    attribute_mapping: AttributeMapping = Field(default_factory=AttributeMapping)
+    allow_idp_initiated: bool = False
+    allowed_domains: list[Domain] = Field(min_length=1, max_length=50)
+    jit_enabled: bool = False
+    default_role_id: uuid.UUID | None = None
+    group_role_map: dict[str, uuid.UUID] = Field(default_factory=dict, max_length=100)
+    sso_required: bool = False
+
+    _check_domains = field_validator("allowed_domains")(_domains)
+
+    @model_validator(mode="after")
+    def _one_metadata_source(self) -> SamlProviderCreate:
+        if (self.idp_metadata_xml is None) == (self.idp_metadata_url is None):
+            raise ValueError("send exactly one of idp_metadata_xml and idp_metadata_url")
+        return self
+
+
+class SamlProviderUpdate(RequestModel):
+    """Only the fields sent change; new metadata (or a new idp_entity_id) is checked
+    again before it is kept."""
+
+    provider_type: Literal["saml"] | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    enabled: bool | None = None
+    idp_metadata_xml: MetadataXml | None = None
+    idp_metadata_url: Url | None = None
+    idp_entity_id: EntityId | None = None
+    attribute_mapping: AttributeMapping | None = None
+    allow_idp_initiated: bool | None = None
+    allowed_domains: list[Domain] | None = Field(default=None, min_length=1, max_length=50)
+    jit_enabled: bool | None = None
+    default_role_id: uuid.UUID | None = None
+    group_role_map: dict[str, uuid.UUID] | None = Field(default=None, max_length=100)
+    sso_required: bool | None = None
+
+    _check_domains = field_validator("allowed_domains")(_domains)
+
+    @model_validator(mode="after")
+    def _one_metadata_source(self) -> SamlProviderUpdate:
+        if self.idp_metadata_xml is not None and self.idp_metadata_url is not None:
+            raise ValueError("send at most one of idp_metadata_xml and idp_metadata_url")
+        return self
+
+
+_SAML_ONLY = frozenset(SamlProviderUpdate.model_fields) - frozenset(OidcProviderUpdate.model_fields)
+
+
+def _create_type(value: Any) -> str:
+    found = value.get("provider_type") if isinstance(value, dict) else value.provider_type
+    return "saml" if found == "saml" else "oidc"
+
+
+def _update_type(value: Any) -> str:
+    if not isinstance(value, dict):
+        return "saml" if isinstance(value, SamlProviderUpdate) else "oidc"
+    if value.get("provider_type") == "saml" or _SAML_ONLY.intersection(value):
+        return "saml"
+    return "oidc"
+
+
+SsoProviderCreate = Annotated[
+    Annotated[OidcProviderCreate, Tag("oidc")] | Annotated[SamlProviderCreate, Tag("saml")],
+    Discriminator(_create_type),
+]
+SsoProviderUpdate = Annotated[
+    Annotated[OidcProviderUpdate, Tag("oidc")] | Annotated[SamlProviderUpdate, Tag("saml")],
+    Discriminator(_update_type),
+]
+
+
 class SsoProviderOut(ResponseModel):
     id: uuid.UUID
     organization_id: uuid.UUID
     provider_type: str
     name: str
     enabled: bool
-    issuer: str
-    client_id: str
+    # OIDC (null for SAML).
+    issuer: str | None
+    client_id: str | None
     client_secret_set: bool
-    token_endpoint_auth_method: str
-    scopes: list[str]
-    claim_mapping: ClaimMapping
-    use_userinfo: bool
+    token_endpoint_auth_method: str | None
+    scopes: list[str] | None
+    claim_mapping: ClaimMapping | None
+    use_userinfo: bool | None
+    # The redirect URI to register at an OpenID provider.
+    callback_url: str | None
+    # SAML (null for OIDC).
+    idp_entity_id: str | None = None
+    idp_sso_url: str | None = None
+    idp_metadata_url: str | None = None
+    # Our entity ID, which is also the URL of our metadata; the ACS URL.
+    sp_entity_id: str | None = None
+    metadata_url: str | None = None
+    acs_url: str | None = None
+    allow_idp_initiated: bool | None = None
+    attribute_mapping: AttributeMapping | None = None
+    # Shared.
     allowed_domains: list[str]
     jit_enabled: bool
     default_role_id: uuid.UUID
@@ -117,8 +229,6 @@ class SsoProviderOut(ResponseModel):
     sso_required: bool
     # Where the application sends the browser to start a login with this provider.
     login_url: str
-    # The redirect URI to register at the identity provider.
-    callback_url: str
     created_at: datetime
     updated_at: datetime
 

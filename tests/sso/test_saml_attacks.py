@@ -1,0 +1,466 @@
+"""Forged, tampered, misdirected and replayed SAML responses at the real ACS. Each
+response differs from a correct one (made by the same IdP for the same login) in one
+way; each is refused with its reason logged, counted (sso_attempts_total and
+auth_attempts_total, failure) and audited, and nothing is created. Runs on both backends."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.sso.conftest import (
+    APP_REDIRECT,
+    SsoTenant,
+    audit_events,
+    browser,
+    metric,
+    refusal_logged,
+    saml_tenant,
+)
+from tests.sso.dns_server import TxtZone
+from tests.sso.saml_idp import (
+    OMIT,
+    AuthnRequestSeen,
+    SamlIdp,
+    tamper,
+    wrap_extra_assertion,
+    wrap_in_extensions,
+    wrap_in_object,
+)
+from tests.sso.saml_steps import (
+    ASSERTION_INVALID,
+    PROVIDER_ERROR,
+    SAML_FAILURES,
+    STATE_INVALID,
+    acs_url,
+    assert_refused,
+    exchange,
+    form,
+    me,
+    start_login,
+)
+
+pytestmark = pytest.mark.backends
+
+ATTACKER_LOCAL = "mallory"
+EVIL_ACS = "https://evil.example/acs"
+AUTHN_FAILED = "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"
+
+# (idp, request, victim email, attacker email) -> the response XML the attacker posts
+Forge = Callable[[SamlIdp, AuthnRequestSeen, str, str], str]
+
+
+def _ago(seconds: int) -> dt.datetime:
+    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+
+
+ATTACKS: dict[str, tuple[Forge, str, tuple[int, str]]] = {
+    "nothing signed": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="none"),
+        "signature_missing",
+        ASSERTION_INVALID,
+    ),
+    "assertion signed by another key": (
+        lambda i, r, v, a: i.response_xml(r, v, signing_key=i.attacker),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
+    "response signed by another key": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="response", signing_key=i.attacker),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
+    "both signed by another key": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="both", signing_key=i.attacker),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
+    "email changed after the assertion was signed": (
+        lambda i, r, v, a: tamper(i.response_xml(r, v), v, a),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
+    "email changed after the response was signed": (
+        lambda i, r, v, a: tamper(i.response_xml(r, v, sign="response"), v, a),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
+    "wrapping: forged assertion before the signed one": (
+        lambda i, r, v, a: wrap_extra_assertion(i.response_xml(r, v), v, a, where="before"),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
+    "wrapping: forged assertion after the signed one": (
+        lambda i, r, v, a: wrap_extra_assertion(i.response_xml(r, v), v, a, where="after"),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
+    "wrapping: signed assertion moved into Extensions": (
+        lambda i, r, v, a: wrap_in_extensions(i.response_xml(r, v), v, a),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
+    "wrapping: signed assertion moved into a ds:Object": (
+        lambda i, r, v, a: wrap_in_object(i.response_xml(r, v), v, a),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
+    "another audience": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="both", audience="https://other-sp.example"),
+        "audience_mismatch",
+        ASSERTION_INVALID,
+    ),
+    "another destination": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="both", destination=EVIL_ACS),
+        "destination_mismatch",
+        ASSERTION_INVALID,
+    ),
+    "no destination on a signed response": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="both", destination=OMIT),
+        "destination_mismatch",
+        ASSERTION_INVALID,
+    ),
+    "another recipient": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="both", recipient=EVIL_ACS),
+        "recipient_mismatch",
+        ASSERTION_INVALID,
+    ),
+    "expired beyond the clock skew": (
+        lambda i, r, v, a: i.response_xml(
+            r, v, sign="both", not_before=_ago(900), not_on_or_after=_ago(300)
+        ),
+        "expired",
+        ASSERTION_INVALID,
+    ),
+    "subject confirmation expired beyond the clock skew": (
+        lambda i, r, v, a: i.response_xml(
+            r, v, sign="both", confirmation_not_on_or_after=_ago(300)
+        ),
+        "expired",
+        ASSERTION_INVALID,
+    ),
+    "not valid before a time beyond the clock skew": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="both", not_before=_ago(-600)),
+        "not_yet_valid",
+        ASSERTION_INVALID,
+    ),
+    "issued by another IdP": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="both", issuer="https://other-idp.example"),
+        "issuer_mismatch",
+        ASSERTION_INVALID,
+    ),
+    "answer to another login of the same provider": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="both", in_response_to="id-another-login"),
+        "state_mismatch",
+        STATE_INVALID,
+    ),
+    "error status from the IdP": (
+        lambda i, r, v, a: i.response_xml(r, v, status=AUTHN_FAILED),
+        "provider_error",
+        PROVIDER_ERROR,
+    ),
+}
+
+
+async def _tenant(client: httpx.AsyncClient, dns: tuple[TxtZone, str], idp: SamlIdp) -> SsoTenant:
+    return await saml_tenant(client, dns[0], idp)
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+async def test_forged_response_is_refused(
+    attack: str,
+    client: httpx.AsyncClient,
+    sso_app: FastAPI,
+    saml_idp: SamlIdp,
+    dns: tuple[TxtZone, str],
+) -> None:
+    forge, reason, refusal = ATTACKS[attack]
+    tenant = await _tenant(client, dns, saml_idp)
+    victim = tenant.email("victim")
+    attacker = f"{ATTACKER_LOCAL}@{tenant.domain}"
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        xml = forge(saml_idp, request, victim, attacker)
+        await assert_refused(
+            client,
+            sso_app,
+            http,
+            tenant,
+            form(xml, request.relay_state),
+            refusal=refusal,
+            reason=reason,
+        )
+
+
+async def test_control_the_same_login_with_a_correct_response_signs_in(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """The control for the attacks above, and the clock skew: a response whose
+    NotOnOrAfter passed a minute ago (within the 120 s skew) is still accepted."""
+    tenant = await _tenant(client, dns, saml_idp)
+    email = tenant.email()
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        xml = saml_idp.response_xml(
+            request, email, sign="both", not_before=_ago(600), not_on_or_after=_ago(60)
+        )
+        done = await http.post(acs_url(tenant), data=form(xml, request.relay_state))
+    assert (await me(client, await exchange(client, done)))["email"] == email
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "%%% not base64 %%%",
+        base64.b64encode(b"this is not XML").decode(),
+        base64.b64encode(b"<html><body>an error page</body></html>").decode(),
+    ],
+)
+async def test_malformed_response_is_refused(
+    value: str,
+    client: httpx.AsyncClient,
+    sso_app: FastAPI,
+    saml_idp: SamlIdp,
+    dns: tuple[TxtZone, str],
+) -> None:
+    tenant = await _tenant(client, dns, saml_idp)
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        await assert_refused(
+            client,
+            sso_app,
+            http,
+            tenant,
+            {"SAMLResponse": value, "RelayState": request.relay_state},
+            refusal=ASSERTION_INVALID,
+            reason="malformed",
+        )
+
+
+async def test_the_authn_request_posted_back_is_refused_as_malformed(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """Well-formed SAML that is not a Response."""
+    tenant = await _tenant(client, dns, saml_idp)
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        await assert_refused(
+            client,
+            sso_app,
+            http,
+            tenant,
+            form(request.xml, request.relay_state),
+            refusal=ASSERTION_INVALID,
+            reason="malformed",
+        )
+
+
+async def test_unknown_relay_state_is_refused(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """A correct response under a RelayState we never issued, or none at all."""
+    tenant = await _tenant(client, dns, saml_idp)
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        xml = saml_idp.response_xml(request, tenant.email())
+        for relay_state in ("made-up-relay-state", None):
+            await assert_refused(
+                client,
+                sso_app,
+                http,
+                tenant,
+                form(xml, relay_state),
+                refusal=STATE_INVALID,
+                reason="state_mismatch",
+            )
+
+
+async def test_replayed_response_and_second_answer_to_a_used_login_are_refused(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """The accepted response posted again is a replay; a fresh response to the login that
+    already completed finds its state used."""
+    tenant = await _tenant(client, dns, saml_idp)
+    email = tenant.email()
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        accepted = form(saml_idp.response_xml(request, email), request.relay_state)
+        first = await http.post(acs_url(tenant), data=accepted)
+        await exchange(client, first)
+        await assert_refused(
+            client, sso_app, http, tenant, accepted, refusal=STATE_INVALID, reason="replayed"
+        )
+        fresh = form(saml_idp.response_xml(request, email), request.relay_state)
+        await assert_refused(
+            client, sso_app, http, tenant, fresh, refusal=STATE_INVALID, reason="state_mismatch"
+        )
+
+
+async def test_unsolicited_response_refused_unless_idp_initiated_is_allowed(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """No InResponseTo (RelayState: the app URL, as IdP portals send it): refused by
+    default; once allowed, accepted once and its replay refused (the assertion ID is
+    remembered, there is no login state to spend)."""
+    tenant = await _tenant(client, dns, saml_idp)
+    email = tenant.email()
+    xml = saml_idp.response_xml(
+        None, email, sp_entity_id=tenant.provider["sp_entity_id"], acs_url=acs_url(tenant)
+    )
+    async with browser(sso_app) as http:
+        await assert_refused(
+            client,
+            sso_app,
+            http,
+            tenant,
+            form(xml, APP_REDIRECT),
+            refusal=ASSERTION_INVALID,
+            reason="unsolicited",
+        )
+    allowed = await client.patch(
+        f"{tenant.owner.org_url}/sso-providers/{tenant.provider_id}",
+        headers=tenant.owner.headers,
+        json={"allow_idp_initiated": True},
+    )
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["allow_idp_initiated"] is True
+    async with browser(sso_app) as http:
+        done = await http.post(acs_url(tenant), data=form(xml, APP_REDIRECT))
+        assert (await me(client, await exchange(client, done)))["email"] == email
+        await assert_refused(
+            client,
+            sso_app,
+            http,
+            tenant,
+            form(xml, APP_REDIRECT),
+            refusal=STATE_INVALID,
+            reason="replayed",
+        )
+
+
+async def test_response_for_org_a_is_refused_at_org_b(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """Both organizations trust the same IdP. A's genuine response (with A's RelayState)
+    posted to B's ACS is refused there and creates nothing in either organization."""
+    org_a = await _tenant(client, dns, saml_idp)
+    org_b = await _tenant(client, dns, saml_idp)
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, org_a)
+        xml = saml_idp.response_xml(request, org_a.email(), sign="both")
+        users_a = await client.get(f"{org_a.owner.org_url}/users", headers=org_a.owner.headers)
+        request_id = f"saml-cross-tenant-{org_b.provider_id}"
+        refused = await http.post(
+            acs_url(org_b),
+            data=form(xml, request.relay_state),
+            headers={"X-Request-ID": request_id},
+        )
+    assert refused.status_code in (400, 401), refused.text
+    assert refused.json()["error"]["code"] in ("SSO_ASSERTION_INVALID", "SSO_STATE_INVALID")
+    assert "location" not in refused.headers
+    events = await audit_events(sso_app, request_id)
+    assert [(e.event_type, str(e.organization_id)) for e in events] == [
+        ("auth.sso.failed", org_b.owner.org_id)
+    ]
+    # Several checks fail (Destination, Audience, Recipient, login state): the contract
+    # does not order them, any of those reasons is the right answer.
+    assert events[0].details["reason"] in (
+        "destination_mismatch",
+        "audience_mismatch",
+        "recipient_mismatch",
+        "state_mismatch",
+    )
+    again_a = await client.get(f"{org_a.owner.org_url}/users", headers=org_a.owner.headers)
+    assert again_a.json()["items"] == users_a.json()["items"]
+    users_b = await client.get(f"{org_b.owner.org_url}/users", headers=org_b.owner.headers)
+    assert [u["email"] for u in users_b.json()["items"]] == [org_b.owner.email]
+
+
+async def test_user_outside_the_organization_domains_is_refused(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """A correctly signed response for an email of a domain the org does not own."""
+    tenant = await _tenant(client, dns, saml_idp)
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        xml = saml_idp.response_xml(request, "someone@elsewhere.example")
+        await assert_refused(
+            client,
+            sso_app,
+            http,
+            tenant,
+            form(xml, request.relay_state),
+            refusal=(403, "SSO_DOMAIN_NOT_ALLOWED"),
+            reason="domain_not_allowed",
+        )
+
+
+async def test_no_email_at_all_is_refused(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """No email attribute and a persistent (opaque) NameID: no address to sign in."""
+    tenant = await _tenant(client, dns, saml_idp)
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        xml = saml_idp.response_xml(
+            request,
+            tenant.email(),
+            name_id="3f1c9a7e-opaque-subject",
+            name_id_format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+            omit_attributes=["email"],
+        )
+        await assert_refused(
+            client,
+            sso_app,
+            http,
+            tenant,
+            form(xml, request.relay_state),
+            refusal=(403, "SSO_EMAIL_NOT_ALLOWED"),
+            reason="email_missing",
+        )
+
+
+async def test_without_jit_an_unknown_user_is_refused(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    tenant = await saml_tenant(client, dns[0], saml_idp, jit_enabled=False)
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        xml = saml_idp.response_xml(request, tenant.email())
+        await assert_refused(
+            client,
+            sso_app,
+            http,
+            tenant,
+            form(xml, request.relay_state),
+            refusal=(403, "SSO_USER_NOT_ALLOWED"),
+            reason="user_not_provisioned",
+        )
+
+
+async def test_unregistered_redirect_uri_is_refused_before_the_idp(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """The login never reaches the IdP with a redirect URI the org did not register."""
+    tenant = await _tenant(client, dns, saml_idp)
+    for uri in ("https://evil.example/cb", APP_REDIRECT + "/", APP_REDIRECT + "?x=1"):
+        request_id = f"saml-start-{uuid.uuid4().hex}"
+        failures = await metric(client, SAML_FAILURES)
+        response = await client.get(
+            tenant.login_url(redirect_uri=uri), headers={"X-Request-ID": request_id}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "SSO_REDIRECT_URI_NOT_REGISTERED"
+        assert "location" not in response.headers
+        assert await metric(client, SAML_FAILURES) == failures + 1
+        assert refusal_logged(request_id, "redirect_uri_not_registered")
+        events = await audit_events(sso_app, request_id)
+        assert [(e.event_type, e.details["reason"]) for e in events] == [
+            ("auth.sso.failed", "redirect_uri_not_registered")
+        ]
