@@ -391,6 +391,23 @@ def tamper(xml: str, old: str, new: str) -> str:
     return xml.replace(old, new)
 
 
+def split_by_comment(xml: str, value: str, at: int) -> str:
+    """Insert an XML comment into every occurrence of ``value`` after ``at`` characters.
+    Exclusive C14N drops comments, so the signature still verifies; a reader that takes
+    only the first text node sees ``value[:at]`` (the classic NameID truncation)."""
+    assert value in xml
+    return xml.replace(value, f"{value[:at]}<!---->{value[at:]}")
+
+
+def with_doctype(xml: str) -> str:
+    """The response behind a DOCTYPE declaring entities (expansion and an external one)."""
+    doctype = (
+        '<!DOCTYPE samlp:Response [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">'
+        '<!ENTITY ext SYSTEM "file:///etc/hostname">]>'
+    )
+    return doctype + xml
+
+
 def wrap_extra_assertion(
     xml: str, victim: str, attacker: str, *, where: Literal["before", "after"]
 ) -> str:

@@ -21,10 +21,12 @@ SAML_SUCCESSES = 'sso_attempts_total{provider_type="saml",status="success"}'
 AUTH_FAILURES = 'auth_attempts_total{method="sso_saml",status="failure"}'
 AUTH_SUCCESSES = 'auth_attempts_total{method="sso_saml",status="success"}'
 
-# The refusal a reason folds into (the contract's codes; the assertion checks are 401).
+# The refusal a reason folds into: the assertion checks are 401; the login state
+# (unknown, used, replayed, or none at all: unsolicited) 400; an unreadable response 400.
 ASSERTION_INVALID = (401, "SSO_ASSERTION_INVALID")
 STATE_INVALID = (400, "SSO_STATE_INVALID")
 PROVIDER_ERROR = (400, "SSO_PROVIDER_ERROR")
+MALFORMED = (400, "SSO_RESPONSE_MALFORMED")
 
 
 async def start_login(
@@ -98,17 +100,18 @@ async def assert_refused(
         to or acs_url(tenant), data=fields, headers={"X-Request-ID": request_id}
     )
     assert response.status_code == status, response.text
-    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["code"] == code, response.text
     assert "location" not in response.headers
     assert await metric(client, SAML_FAILURES) == sso_before + 1
     assert await metric(client, AUTH_FAILURES) == auth_before + 1
-    assert refusal_logged(request_id, reason)
-    events = await audit_events(app, request_id)
-    assert [
+    events = [
         (e.event_type, e.details["reason"], e.details["provider_type"], str(e.organization_id))
-        for e in events
-    ] == [("auth.sso.failed", reason, "saml", tenant.owner.org_id)]
-    assert await _footprint(app, client, tenant) == before
+        for e in await audit_events(app, request_id)
+    ]
+    assert events == [("auth.sso.failed", reason, "saml", tenant.owner.org_id)], events
+    assert refusal_logged(request_id, reason)
+    after = await _footprint(app, client, tenant)
+    assert after == before, (before, after)
 
 
 async def exchange(client: httpx.AsyncClient, response: httpx.Response) -> dict[str, str]:

@@ -28,13 +28,16 @@ from tests.sso.saml_idp import (
     OMIT,
     AuthnRequestSeen,
     SamlIdp,
+    split_by_comment,
     tamper,
+    with_doctype,
     wrap_extra_assertion,
     wrap_in_extensions,
     wrap_in_object,
 )
 from tests.sso.saml_steps import (
     ASSERTION_INVALID,
+    MALFORMED,
     PROVIDER_ERROR,
     SAML_FAILURES,
     STATE_INVALID,
@@ -238,8 +241,52 @@ async def test_malformed_response_is_refused(
             http,
             tenant,
             {"SAMLResponse": value, "RelayState": request.relay_state},
-            refusal=ASSERTION_INVALID,
+            refusal=MALFORMED,
             reason="malformed",
+        )
+
+
+async def test_doctype_and_entities_are_refused_as_malformed(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """A correctly signed response behind a DOCTYPE with entity declarations (entity
+    expansion, an external file): never parsed with them."""
+    tenant = await _tenant(client, dns, saml_idp)
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        xml = with_doctype(saml_idp.response_xml(request, tenant.email()))
+        await assert_refused(
+            client,
+            sso_app,
+            http,
+            tenant,
+            form(xml, request.relay_state),
+            refusal=MALFORMED,
+            reason="malformed",
+        )
+
+
+async def test_comment_in_the_email_does_not_truncate_it(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """The IdP signs ``admin@<org domain>.attacker.test`` (an address the attacker may
+    hold); a comment inserted after the org domain leaves the signature valid. The whole
+    address is read, so it is outside the org's domains: refused, nobody signed in."""
+    tenant = await _tenant(client, dns, saml_idp)
+    admin = f"admin@{tenant.domain}"
+    attacker_address = f"{admin}.attacker.test"
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        signed = saml_idp.response_xml(request, attacker_address, sign="both")
+        xml = split_by_comment(signed, attacker_address, len(admin))
+        await assert_refused(
+            client,
+            sso_app,
+            http,
+            tenant,
+            form(xml, request.relay_state),
+            refusal=(403, "SSO_DOMAIN_NOT_ALLOWED"),
+            reason="domain_not_allowed",
         )
 
 
@@ -256,7 +303,7 @@ async def test_the_authn_request_posted_back_is_refused_as_malformed(
             http,
             tenant,
             form(request.xml, request.relay_state),
-            refusal=ASSERTION_INVALID,
+            refusal=MALFORMED,
             reason="malformed",
         )
 
@@ -305,8 +352,9 @@ async def test_replayed_response_and_second_answer_to_a_used_login_are_refused(
 async def test_unsolicited_response_refused_unless_idp_initiated_is_allowed(
     client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
-    """No InResponseTo (RelayState: the app URL, as IdP portals send it): refused by
-    default; once allowed, accepted once and its replay refused (the assertion ID is
+    """No InResponseTo (RelayState: the app URL, as IdP portals often send it; the
+    service does not trust it): refused by default; once allowed, accepted once (to the
+    organization's registered redirect URI) and its replay refused (the assertion ID is
     remembered, there is no login state to spend)."""
     tenant = await _tenant(client, dns, saml_idp)
     email = tenant.email()
@@ -320,7 +368,7 @@ async def test_unsolicited_response_refused_unless_idp_initiated_is_allowed(
             http,
             tenant,
             form(xml, APP_REDIRECT),
-            refusal=ASSERTION_INVALID,
+            refusal=STATE_INVALID,
             reason="unsolicited",
         )
     allowed = await client.patch(

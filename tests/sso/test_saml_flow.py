@@ -193,13 +193,16 @@ async def test_idp_initiated_login_when_allowed(
     client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
     """With allow_idp_initiated, an unsolicited response (no InResponseTo) signs in and
-    lands on the organization's registered redirect URI named in RelayState."""
+    lands on the organization's registered redirect URI, whatever the IdP's RelayState
+    names (no open redirect through it)."""
     tenant = await saml_tenant(client, dns[0], saml_idp, allow_idp_initiated=True)
     assert tenant.provider["allow_idp_initiated"] is True
-    email = tenant.email()
-    xml = saml_idp.response_xml(
-        None, email, sp_entity_id=tenant.provider["sp_entity_id"], acs_url=acs_url(tenant)
-    )
-    async with browser(sso_app) as http:
-        done = await http.post(acs_url(tenant), data=form(xml, APP_REDIRECT))
-    assert (await me(client, await exchange(client, done)))["email"] == email
+    for relay_state in (APP_REDIRECT, "https://evil.example/steal"):
+        email = tenant.email()
+        xml = saml_idp.response_xml(
+            None, email, sp_entity_id=tenant.provider["sp_entity_id"], acs_url=acs_url(tenant)
+        )
+        async with browser(sso_app) as http:
+            done = await http.post(acs_url(tenant), data=form(xml, relay_state))
+        assert "state" not in httpx.URL(done.headers["location"]).params
+        assert (await me(client, await exchange(client, done)))["email"] == email

@@ -30,7 +30,9 @@ from tests.sso.saml_idp import (
     SamlIdp,
     running_saml_idp,
     saml_idp_missing,
+    split_by_comment,
     tamper,
+    with_doctype,
     wrap_extra_assertion,
     wrap_in_extensions,
     wrap_in_object,
@@ -251,6 +253,27 @@ def test_attacker_key_and_change_after_signing_do_not_verify(
     assert _one(assertion, "saml:Subject/saml:NameID").text == ATTACKER
     assert _verifies(genuine, idp.key, assertion.get("ID", ""), tmp_path)
     assert not _verifies(changed, idp.key, assertion.get("ID", ""), tmp_path)
+
+
+def test_comment_in_the_name_id_keeps_the_signature_valid(
+    idp: SamlIdp, sp: Saml2Client, tmp_path: Path
+) -> None:
+    """The comment-truncation attack is real: the signature survives the comment."""
+    request = _login(idp, sp)
+    long_email = "alice@corp.example.attacker.test"
+    xml = split_by_comment(idp.response_xml(request, long_email), long_email, len(VICTIM))
+    assert "alice@corp.example<!---->.attacker.test</" in xml
+    [assertion] = _assertions(_root(xml))
+    assert _verifies(xml, idp.key, assertion.get("ID", ""), tmp_path)
+
+
+def test_doctype_variant_declares_entities(idp: SamlIdp, sp: Saml2Client) -> None:
+    request = _login(idp, sp)
+    xml = with_doctype(idp.response_xml(request, VICTIM))
+    assert xml.startswith("<!DOCTYPE samlp:Response [<!ENTITY a ")
+    assert 'SYSTEM "file:///etc/hostname"' in xml
+    with pytest.raises(Exception, match=r"(?i)DTD|entit"):
+        _root(xml)
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
