@@ -200,10 +200,12 @@ class SamlIdp:
         omit_attributes: Sequence[str] = (),
         sign: Signed = "assertion",
         signing_key: KeyPair | None = None,
-        audience: str | None = None,
+        assertion_signing_key: KeyPair | None = None,
+        audience: str | list[str] | None = None,
         destination: str | _Omit | None = None,
-        recipient: str | None = None,
+        recipient: str | _Omit | None = None,
         issuer: str | None = None,
+        assertion_issuer: str | None = None,
         in_response_to: str | _Omit | None = None,
         not_before: dt.datetime | None = None,
         not_on_or_after: dt.datetime | None = None,
@@ -216,7 +218,9 @@ class SamlIdp:
         By default everything is right: Destination and Recipient the request's ACS URL,
         Audience its Issuer, InResponseTo its ID, valid for five minutes, the assertion
         signed. ``attributes`` adds or replaces attributes (by Name), ``omit_attributes``
-        drops some. Each other keyword sets one part wrong; ``status`` (a second-level StatusCode
+        drops some. Each other keyword sets one part wrong (``signing_key`` signs both, or
+        the response only when ``assertion_signing_key`` is given; ``audience`` a list: one
+        AudienceRestriction with several audiences); ``status`` (a second-level StatusCode
         under Responder) makes an error response without an assertion.
         """
         sp = sp_entity_id or (request.issuer if request else None)
@@ -248,17 +252,23 @@ class SamlIdp:
 
         confirmation = assertion.subject.subject_confirmation[0].subject_confirmation_data
         conditions = assertion.conditions
-        if audience is not None:
+        if isinstance(audience, list):
+            conditions.audience_restriction[0].audience = [saml.Audience(text=a) for a in audience]
+        elif audience is not None:
             conditions.audience_restriction[0].audience[0].text = audience
         if isinstance(destination, _Omit):
             response.destination = None
         elif destination is not None:
             response.destination = destination
-        if recipient is not None:
+        if isinstance(recipient, _Omit):
+            confirmation.recipient = None
+        elif recipient is not None:
             confirmation.recipient = recipient
         if issuer is not None:
             response.issuer.text = issuer
             assertion.issuer.text = issuer
+        if assertion_issuer is not None:
+            assertion.issuer.text = assertion_issuer
         if isinstance(in_response_to, _Omit):
             response.in_response_to = None
             confirmation.in_response_to = None
@@ -282,23 +292,31 @@ class SamlIdp:
             response.assertion = None
             if sign == "assertion":
                 sign = "response"
-        return self._sign(server, response, sign, signing_key or self.key)
+        key = signing_key or self.key
+        return self._sign(server, response, sign, key, assertion_signing_key or key)
 
-    def _sign(self, server: Server, response: samlp.Response, sign: Signed, key: KeyPair) -> str:
+    def _sign(
+        self,
+        server: Server,
+        response: samlp.Response,
+        sign: Signed,
+        key: KeyPair,
+        assertion_key: KeyPair,
+    ) -> str:
         """Sign the assertion, then the response (its digest covers the assertion's
         signature), each enveloped, exclusive C14N, RSA-SHA256 over SHA-256 digests."""
-        targets: list[tuple[str, str]] = []
+        targets: list[tuple[str, str, KeyPair]] = []
         if sign in ("both", "assertion"):
             assertion = response.assertion
-            assertion.signature = _signature_template(assertion.id, key)
-            targets.append((ASSERTION_NODE, assertion.id))
+            assertion.signature = _signature_template(assertion.id, assertion_key)
+            targets.append((ASSERTION_NODE, assertion.id, assertion_key))
         if sign in ("both", "response"):
             response.signature = _signature_template(response.id, key)
-            targets.append((RESPONSE_NODE, response.id))
+            targets.append((RESPONSE_NODE, response.id, key))
         xml = str(response)
-        for node, node_id in targets:
+        for node, node_id, signer in targets:
             signed = server.sec.sign_statement(
-                xml, node, key_file=str(key.key_file), node_id=node_id
+                xml, node, key_file=str(signer.key_file), node_id=node_id
             )
             xml = signed.decode() if isinstance(signed, bytes) else signed
         return _strip_declaration(xml)

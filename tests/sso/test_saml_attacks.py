@@ -22,8 +22,10 @@ from tests.sso.conftest import (
     metric,
     refusal_logged,
     saml_tenant,
+    sso_tenant,
 )
 from tests.sso.dns_server import TxtZone
+from tests.sso.fake_idp import CLIENT_ID, FakeIdp
 from tests.sso.saml_idp import (
     OMIT,
     AuthnRequestSeen,
@@ -84,6 +86,18 @@ ATTACKS: dict[str, tuple[Forge, str, tuple[int, str]]] = {
         "invalid_signature",
         ASSERTION_INVALID,
     ),
+    "IdP-signed response around an assertion signed by another key": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="both", assertion_signing_key=i.attacker),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
+    "response signed by another key around an IdP-signed assertion": (
+        lambda i, r, v, a: i.response_xml(
+            r, v, sign="both", signing_key=i.attacker, assertion_signing_key=i.key
+        ),
+        "invalid_signature",
+        ASSERTION_INVALID,
+    ),
     "email changed after the assertion was signed": (
         lambda i, r, v, a: tamper(i.response_xml(r, v), v, a),
         "invalid_signature",
@@ -134,6 +148,11 @@ ATTACKS: dict[str, tuple[Forge, str, tuple[int, str]]] = {
         "recipient_mismatch",
         ASSERTION_INVALID,
     ),
+    "no recipient": (
+        lambda i, r, v, a: i.response_xml(r, v, sign="both", recipient=OMIT),
+        "recipient_mismatch",
+        ASSERTION_INVALID,
+    ),
     "expired beyond the clock skew": (
         lambda i, r, v, a: i.response_xml(
             r, v, sign="both", not_before=_ago(900), not_on_or_after=_ago(300)
@@ -155,6 +174,13 @@ ATTACKS: dict[str, tuple[Forge, str, tuple[int, str]]] = {
     ),
     "issued by another IdP": (
         lambda i, r, v, a: i.response_xml(r, v, sign="both", issuer="https://other-idp.example"),
+        "issuer_mismatch",
+        ASSERTION_INVALID,
+    ),
+    "assertion issued by another IdP inside the IdP's response": (
+        lambda i, r, v, a: i.response_xml(
+            r, v, sign="both", assertion_issuer="https://other-idp.example"
+        ),
         "issuer_mismatch",
         ASSERTION_INVALID,
     ),
@@ -220,6 +246,7 @@ async def test_control_the_same_login_with_a_correct_response_signs_in(
 @pytest.mark.parametrize(
     "value",
     [
+        "",
         "%%% not base64 %%%",
         base64.b64encode(b"this is not XML").decode(),
         base64.b64encode(b"<html><body>an error page</body></html>").decode(),
@@ -512,3 +539,28 @@ async def test_unregistered_redirect_uri_is_refused_before_the_idp(
         assert [(e.event_type, e.details["reason"]) for e in events] == [
             ("auth.sso.failed", "redirect_uri_not_registered")
         ]
+
+
+async def test_acs_of_an_unknown_or_oidc_provider_is_not_found(
+    client: httpx.AsyncClient,
+    sso_app: FastAPI,
+    saml_idp: SamlIdp,
+    fake_idp: FakeIdp,
+    dns: tuple[TxtZone, str],
+) -> None:
+    """A genuine response posted to the ACS path of a provider that does not exist, or
+    of an OIDC provider: 404, no login."""
+    tenant = await _tenant(client, dns, saml_idp)
+    oidc = await sso_tenant(client, dns[0], fake_idp.issuer, client_id=CLIENT_ID)
+    async with browser(sso_app) as http:
+        request = await start_login(http, saml_idp, tenant)
+        fields = form(saml_idp.response_xml(request, tenant.email()), request.relay_state)
+        for provider_id in (str(uuid.uuid4()), oidc.provider_id):
+            response = await http.post(
+                f"http://testserver/api/v1/sso/{provider_id}/acs", data=fields
+            )
+            assert response.status_code == 404, response.text
+            assert response.json()["error"]["code"] == "SSO_PROVIDER_NOT_FOUND"
+        # Not spent by those: the right ACS still accepts it.
+        done = await http.post(acs_url(tenant), data=fields)
+    assert (await me(client, await exchange(client, done)))["email"].endswith(tenant.domain)

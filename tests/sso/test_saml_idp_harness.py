@@ -236,6 +236,29 @@ def test_signing_choices(
         assert _verifies(xml, idp.key, assertion.get("ID", ""), tmp_path)
 
 
+def test_mixed_keys_and_several_audiences(idp: SamlIdp, sp: Saml2Client, tmp_path: Path) -> None:
+    """The response and the assertion signed by different keys; a list of audiences;
+    the assertion's Issuer set apart from the response's."""
+    request = _login(idp, sp)
+    xml = idp.response_xml(
+        request,
+        VICTIM,
+        sign="both",
+        assertion_signing_key=idp.attacker,
+        audience=["urn:first", SP_ENTITY],
+        assertion_issuer="urn:other-idp",
+    )
+    root = _root(xml)
+    [assertion] = _assertions(root)
+    assert _verifies(xml, idp.key, root.get("ID", ""), tmp_path)
+    assert not _verifies(xml, idp.key, assertion.get("ID", ""), tmp_path)
+    assert _verifies(xml, idp.attacker, assertion.get("ID", ""), tmp_path)
+    audiences = assertion.findall(f"{AUDIENCE.rsplit('/', 1)[0]}/saml:Audience", NS)
+    assert [a.text for a in audiences] == ["urn:first", SP_ENTITY]
+    assert _one(root, "saml:Issuer").text == idp.entity_id
+    assert _one(assertion, "saml:Issuer").text == "urn:other-idp"
+
+
 def test_attacker_key_and_change_after_signing_do_not_verify(
     idp: SamlIdp, sp: Saml2Client, tmp_path: Path
 ) -> None:
@@ -340,6 +363,8 @@ def test_one_defect_knobs(idp: SamlIdp, sp: Saml2Client, tmp_path: Path) -> None
         ({"recipient": "http://evil/acs"}, CONFIRMATION, "Recipient", "http://evil/acs"),
         ({"issuer": "urn:other-idp"}, "saml:Issuer", "", "urn:other-idp"),
         ({"in_response_to": OMIT}, ".", "InResponseTo", None),
+        ({"recipient": OMIT}, CONFIRMATION, "Recipient", None),
+        ({"assertion_issuer": "urn:other-idp"}, "saml:Issuer", "", "urn:other-idp"),
         ({"not_before": later}, "saml:Conditions", "NotBefore", _stamp(later)),
         ({"not_on_or_after": earlier}, "saml:Conditions", "NotOnOrAfter", _stamp(earlier)),
         ({"not_on_or_after": earlier}, CONFIRMATION, "NotOnOrAfter", _stamp(earlier)),
