@@ -314,10 +314,11 @@ async def test_alerted_on_counters_are_exported_at_zero_before_any_event(
     samples = await scrape(fresh)
     expected = [
         ("auth_attempts_total", {"method": method, "status": status})
-        for method in ("password", "refresh", "sso_oidc")
+        for method in ("password", "refresh", "sso_oidc", "sso_saml")
         for status in ("success", "failure")
     ] + [
-        ("sso_attempts_total", {"provider_type": "oidc", "status": status})
+        ("sso_attempts_total", {"provider_type": provider_type, "status": status})
+        for provider_type in ("oidc", "saml")
         for status in ("success", "failure")
     ]
     for name, labels in expected:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from faultmaven_auth.api.openapi import error_responses
+from faultmaven_auth.observability.tracing import traced
 from faultmaven_auth.rbac.dependencies import request_meta
 from faultmaven_auth.runtime import Runtime, get_runtime
 from faultmaven_auth.security.rate_limit import RateLimitScope, enforce_rate_limit
@@ -74,23 +75,25 @@ async def start_sso_login(
 ) -> RedirectResponse:
     """Send the browser to the provider. ``redirect_uri`` must be registered (exact
     match) by the provider's organization; ``state`` is returned to it untouched."""
-    if await provider_type_of(runtime, provider_id) == "saml":
-        location = await saml.start_login(
+    with traced(runtime.tracer, "sso_redirect") as span:
+        span.set_attribute("sso.provider_id", str(provider_id))
+        if await provider_type_of(runtime, provider_id) == "saml":
+            location = await saml.start_login(
+                runtime,
+                provider_id,
+                redirect_uri=redirect_uri,
+                app_state=state,
+                meta=request_meta(request),
+            )
+            return RedirectResponse(location, status_code=302)
+        started = await oidc.start_login(
             runtime,
             provider_id,
             redirect_uri=redirect_uri,
             app_state=state,
+            login_hint=login_hint,
             meta=request_meta(request),
         )
-        return RedirectResponse(location, status_code=302)
-    started = await oidc.start_login(
-        runtime,
-        provider_id,
-        redirect_uri=redirect_uri,
-        app_state=state,
-        login_hint=login_hint,
-        meta=request_meta(request),
-    )
     response = RedirectResponse(started.authorization_url, status_code=302)
     response.set_cookie(
         started.cookie_name,

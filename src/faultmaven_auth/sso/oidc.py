@@ -94,46 +94,44 @@ async def start_login(
     started = time.perf_counter()
     org_id: uuid.UUID | None = None
     try:
-        with traced(runtime.tracer, "sso_redirect") as span:
-            provider = await _enabled_provider(runtime, provider_id)
-            org_id = provider.organization_id
-            span.set_attribute("sso.provider_id", str(provider.id))
-            async with runtime.db.session() as session:
-                registered = await redirect_uri_registered(session, OrgId(org_id), redirect_uri)
-            if not registered:
-                raise SsoLoginRefused("redirect_uri_not_registered")
-            state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-            verifier, binding = secrets.token_urlsafe(48), secrets.token_urlsafe(32)
-            settings = runtime.settings
-            await save_pending_login(
-                runtime.kv,
-                state,
-                PendingLogin(
-                    provider_id=str(provider.id),
-                    organization_id=str(org_id),
-                    nonce=nonce,
-                    code_verifier=verifier,
-                    redirect_uri=redirect_uri,
-                    app_state=app_state,
-                    browser_hash=browser_hash(binding),
-                ),
-                settings.sso_state_ttl_seconds,
-            )
-            config = provider.config
-            params = {
-                "response_type": "code",
-                "client_id": config["client_id"],
-                "redirect_uri": settings.sso_callback_url,
-                "scope": " ".join(config["scopes"]),
-                "state": state,
-                "nonce": nonce,
-                "code_challenge": _pkce_challenge(verifier),
-                "code_challenge_method": "S256",
-            }
-            if login_hint:
-                params["login_hint"] = login_hint
-            endpoint = config["authorization_endpoint"]
-            separator = "&" if "?" in endpoint else "?"
+        provider = await _enabled_provider(runtime, provider_id)
+        org_id = provider.organization_id
+        async with runtime.db.session() as session:
+            registered = await redirect_uri_registered(session, OrgId(org_id), redirect_uri)
+        if not registered:
+            raise SsoLoginRefused("redirect_uri_not_registered")
+        state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        verifier, binding = secrets.token_urlsafe(48), secrets.token_urlsafe(32)
+        settings = runtime.settings
+        await save_pending_login(
+            runtime.kv,
+            state,
+            PendingLogin(
+                provider_id=str(provider.id),
+                organization_id=str(org_id),
+                nonce=nonce,
+                code_verifier=verifier,
+                redirect_uri=redirect_uri,
+                app_state=app_state,
+                browser_hash=browser_hash(binding),
+            ),
+            settings.sso_state_ttl_seconds,
+        )
+        config = provider.config
+        params = {
+            "response_type": "code",
+            "client_id": config["client_id"],
+            "redirect_uri": settings.sso_callback_url,
+            "scope": " ".join(config["scopes"]),
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": _pkce_challenge(verifier),
+            "code_challenge_method": "S256",
+        }
+        if login_hint:
+            params["login_hint"] = login_hint
+        endpoint = config["authorization_endpoint"]
+        separator = "&" if "?" in endpoint else "?"
     except SsoLoginRefused as exc:
         await refuse(runtime, PROTOCOL, exc.reason, org_id, provider_id, meta, started)
         raise

@@ -174,30 +174,28 @@ async def start_login(
     started = time.perf_counter()
     org_id: uuid.UUID | None = None
     try:
-        with traced(runtime.tracer, "sso_redirect") as span:
-            provider = await enabled_provider(runtime, provider_id, PROTOCOL.provider_type)
-            org_id = provider.organization_id
-            span.set_attribute("sso.provider_id", str(provider.id))
-            async with runtime.db.session() as session:
-                registered = await redirect_uri_registered(session, OrgId(org_id), redirect_uri)
-            if not registered:
-                raise SsoLoginRefused("redirect_uri_not_registered")
-            relay_state = secrets.token_urlsafe(32)
-            request_id, location = await asyncio.to_thread(
-                _redirect_to_idp, provider, runtime.settings, relay_state
-            )
-            await save_pending_saml_login(
-                runtime.kv,
-                relay_state,
-                PendingSamlLogin(
-                    provider_id=str(provider.id),
-                    organization_id=str(org_id),
-                    request_id=request_id,
-                    redirect_uri=redirect_uri,
-                    app_state=app_state,
-                ),
-                runtime.settings.sso_state_ttl_seconds,
-            )
+        provider = await enabled_provider(runtime, provider_id, PROTOCOL.provider_type)
+        org_id = provider.organization_id
+        async with runtime.db.session() as session:
+            registered = await redirect_uri_registered(session, OrgId(org_id), redirect_uri)
+        if not registered:
+            raise SsoLoginRefused("redirect_uri_not_registered")
+        relay_state = secrets.token_urlsafe(32)
+        request_id, location = await asyncio.to_thread(
+            _redirect_to_idp, provider, runtime.settings, relay_state
+        )
+        await save_pending_saml_login(
+            runtime.kv,
+            relay_state,
+            PendingSamlLogin(
+                provider_id=str(provider.id),
+                organization_id=str(org_id),
+                request_id=request_id,
+                redirect_uri=redirect_uri,
+                app_state=app_state,
+            ),
+            runtime.settings.sso_state_ttl_seconds,
+        )
     except SsoLoginRefused as exc:
         await refuse(runtime, PROTOCOL, exc.reason, org_id, provider_id, meta, started)
         raise

@@ -4,7 +4,9 @@ links between a provider's subjects and our users.
 A provider row holds what every type shares (enabled, JIT, role mapping, allowed
 domains, SSO-required) in columns and its type-specific settings in ``config`` (JSON):
 for ``oidc`` the issuer, client id, scopes, claim mapping and the endpoints found by
-discovery. SAML will add its own ``config`` shape under ``provider_type = "saml"``.
+discovery; for ``saml`` the checked IdP metadata essentials (entity id, SSO URL,
+signing certificates as PEM), where the metadata came from (URL or the uploaded
+document), the attribute mapping and ``allow_idp_initiated``.
 The one secret (the OIDC client secret) lives in ``secret``, sealed with the
 signing-key cipher, never in ``config``.
 """
