@@ -21,12 +21,11 @@ SAML_SUCCESSES = 'sso_attempts_total{provider_type="saml",status="success"}'
 AUTH_FAILURES = 'auth_attempts_total{method="sso_saml",status="failure"}'
 AUTH_SUCCESSES = 'auth_attempts_total{method="sso_saml",status="success"}'
 
-# The refusal a reason folds into: the assertion checks are 401; the login state
-# (unknown, used, replayed, or none at all: unsolicited) 400; an unreadable response 400.
+# The refusal a reason folds into: every check of the posted response (unreadable and
+# unsolicited included) is a 401; the login state (unknown, spent, replayed) a 400.
 ASSERTION_INVALID = (401, "SSO_ASSERTION_INVALID")
 STATE_INVALID = (400, "SSO_STATE_INVALID")
 PROVIDER_ERROR = (400, "SSO_PROVIDER_ERROR")
-MALFORMED = (400, "SSO_RESPONSE_MALFORMED")
 
 
 async def start_login(

@@ -39,7 +39,6 @@ from tests.sso.saml_idp import (
 )
 from tests.sso.saml_steps import (
     ASSERTION_INVALID,
-    MALFORMED,
     PROVIDER_ERROR,
     SAML_FAILURES,
     STATE_INVALID,
@@ -268,7 +267,7 @@ async def test_malformed_response_is_refused(
             http,
             tenant,
             {"SAMLResponse": value, "RelayState": request.relay_state},
-            refusal=MALFORMED,
+            refusal=ASSERTION_INVALID,
             reason="malformed",
         )
 
@@ -288,7 +287,7 @@ async def test_doctype_and_entities_are_refused_as_malformed(
             http,
             tenant,
             form(xml, request.relay_state),
-            refusal=MALFORMED,
+            refusal=ASSERTION_INVALID,
             reason="malformed",
         )
 
@@ -330,7 +329,7 @@ async def test_the_authn_request_posted_back_is_refused_as_malformed(
             http,
             tenant,
             form(request.xml, request.relay_state),
-            refusal=MALFORMED,
+            refusal=ASSERTION_INVALID,
             reason="malformed",
         )
 
@@ -395,7 +394,7 @@ async def test_unsolicited_response_refused_unless_idp_initiated_is_allowed(
             http,
             tenant,
             form(xml, APP_REDIRECT),
-            refusal=STATE_INVALID,
+            refusal=ASSERTION_INVALID,
             reason="unsolicited",
         )
     allowed = await client.patch(
