@@ -354,6 +354,30 @@ async def test_unknown_relay_state_is_refused(
             )
 
 
+async def test_relay_state_of_another_login_is_refused(
+    client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """A correct response to one login under the RelayState of another: of the same
+    provider, then of another organization's provider (its state is not ours)."""
+    tenant = await _tenant(client, dns, saml_idp)
+    other = await _tenant(client, dns, saml_idp)
+    async with browser(sso_app) as http:
+        first = await start_login(http, saml_idp, tenant)
+        second = await start_login(http, saml_idp, tenant)
+        elsewhere = await start_login(http, saml_idp, other)
+        xml = saml_idp.response_xml(first, tenant.email())
+        for relay_state in (second.relay_state, elsewhere.relay_state):
+            await assert_refused(
+                client,
+                sso_app,
+                http,
+                tenant,
+                form(xml, relay_state),
+                refusal=STATE_INVALID,
+                reason="state_mismatch",
+            )
+
+
 async def test_replayed_response_and_second_answer_to_a_used_login_are_refused(
     client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
