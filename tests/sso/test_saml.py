@@ -500,7 +500,7 @@ async def test_idp_initiated_login_only_when_allowed(
     unsolicited = idp.respond("", sp_md, email=tenant.email(), unsolicited_to=target)
     await _refused(
         client, sso_app, tenant, unsolicited, "whatever-the-idp-sent",
-        status=400, code="SSO_STATE_INVALID", reason="unsolicited",
+        status=401, code="SSO_ASSERTION_INVALID", reason="unsolicited",
     )  # fmt: skip
 
     url = f"{tenant.owner.org_url}/sso-providers/{tenant.provider_id}"
@@ -535,7 +535,7 @@ async def test_tampered_unsigned_and_oversized_responses_are_refused(
     )  # fmt: skip
     await _refused(
         client, sso_app, tenant, "not base64 at all!", relay_state,
-        status=400, code="SSO_RESPONSE_MALFORMED", reason="malformed",
+        status=401, code="SSO_ASSERTION_INVALID", reason="malformed",
     )  # fmt: skip
     huge = base64.b64encode(b"<x>" + b"a" * (300 * 1024) + b"</x>").decode()
     await _refused(

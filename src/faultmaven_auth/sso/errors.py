@@ -32,8 +32,6 @@ _REASON_CODES: dict[str, tuple[int, str]] = {
     "user_inactive": (403, "SSO_USER_NOT_ALLOWED"),
     "organization_deleted": (403, "SSO_USER_NOT_ALLOWED"),
     "user_limit_reached": (403, "SSO_USER_NOT_ALLOWED"),
-    "unsolicited": (400, "SSO_STATE_INVALID"),
-    "malformed": (400, "SSO_RESPONSE_MALFORMED"),
     "response_too_large": (413, "SSO_RESPONSE_TOO_LARGE"),
 }
 _MESSAGES = {
@@ -48,7 +46,6 @@ _MESSAGES = {
     "SSO_USER_NOT_ALLOWED": "This user may not sign in to the organization",
     "SSO_ID_TOKEN_INVALID": "The identity provider's ID token is not valid",
     "SSO_ASSERTION_INVALID": "The identity provider's SAML assertion is not valid",
-    "SSO_RESPONSE_MALFORMED": "The SAML response is not a readable SAML 2.0 Response",
     "SSO_RESPONSE_TOO_LARGE": "The SAML response is too large",
 }
 

@@ -7,11 +7,12 @@
    browser to the IdP's SingleSignOnService.
 2. ``finish_login``: the IdP posts the SAMLResponse and the RelayState to our ACS.
    The response is checked (``saml_response``; signatures through pysaml2/xmlsec1 in a
-   worker thread), then the RelayState is consumed and the response's InResponseTo
-   must be that login's AuthnRequest ID, then the assertion ID goes into the replay
-   store, then the identity is mapped and the user signed in exactly as for OIDC
-   (``login.complete_login``): the browser goes to the redirect URI with a one-time
-   code for ``POST /api/v1/sso/token``.
+   worker thread). An assertion ID accepted before is ``replayed``. Then the
+   RelayState is consumed and the response's InResponseTo must be that login's
+   AuthnRequest ID (``state_mismatch`` otherwise, a spent RelayState included), the
+   assertion ID goes into the replay store, and the identity is mapped and the user
+   signed in exactly as for OIDC (``login.complete_login``): the browser goes to the
+   redirect URI with a one-time code for ``POST /api/v1/sso/token``.
 
 IdP-initiated responses (no InResponseTo) are refused (``unsolicited``) unless the
 provider has ``allow_idp_initiated``; then they pass every other check, the replay
@@ -62,6 +63,7 @@ from faultmaven_auth.sso.saml_response import (
 from faultmaven_auth.sso.state import (
     PendingSamlLogin,
     accept_assertion_once,
+    assertion_accepted,
     save_pending_saml_login,
     take_pending_saml_login,
 )
@@ -278,6 +280,9 @@ async def finish_login(
                 raise
             except Exception as exc:  # whatever else the XML stack raises on hostile input
                 raise SamlLoginRefused("malformed") from exc
+            # A replayed assertion is told apart from a login whose state is spent.
+            if await assertion_accepted(runtime.kv, str(provider.id), checked.assertion_id):
+                raise SamlLoginRefused("replayed")
             redirect_uri, app_state = await _destination(runtime, provider, checked, relay_state)
             ttl = checked.not_on_or_after + settings.sso_saml_clock_skew_seconds - time.time()
             if not await accept_assertion_once(

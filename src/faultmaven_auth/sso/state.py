@@ -76,18 +76,21 @@ async def save_pending_login(
     await kv.set(_PENDING + _digest(state), json.dumps(asdict(pending)), ttl_seconds)
 
 
-async def _take(kv: KeyValueStore, prefix: str, used_prefix: str, state: str, ttl: int) -> str:
+async def _take(
+    kv: KeyValueStore, prefix: str, used_prefix: str, state: str, ttl: int, used_reason: str
+) -> str:
     key = prefix + _digest(state)
     value = await kv.get(key)
     if value is None or not await kv.delete(key):
         used = await kv.get(used_prefix + _digest(state))
-        raise SsoLoginRefused("replayed" if used or value else "state_mismatch")
+        raise SsoLoginRefused(used_reason if used or value else "state_mismatch")
     await kv.set(used_prefix + _digest(state), "1", ttl)
     return value
 
 
 async def take_pending_login(kv: KeyValueStore, state: str, ttl_seconds: int) -> PendingLogin:
-    return PendingLogin(**json.loads(await _take(kv, _PENDING, _USED, state, ttl_seconds)))
+    value = await _take(kv, _PENDING, _USED, state, ttl_seconds, "replayed")
+    return PendingLogin(**json.loads(value))
 
 
 async def save_pending_saml_login(
@@ -99,15 +102,26 @@ async def save_pending_saml_login(
 async def take_pending_saml_login(
     kv: KeyValueStore, relay_state: str, ttl_seconds: int
 ) -> PendingSamlLogin:
-    value = await _take(kv, _SAML_PENDING, _SAML_USED, relay_state, ttl_seconds)
+    """The pending SAML login; a RelayState already used is ``state_mismatch`` (in SAML,
+    ``replayed`` names an assertion accepted before, see ``assertion_accepted``)."""
+    value = await _take(kv, _SAML_PENDING, _SAML_USED, relay_state, ttl_seconds, "state_mismatch")
     return PendingSamlLogin(**json.loads(value))
+
+
+def _assertion_key(provider_id: str, assertion_id: str) -> str:
+    return _SAML_ASSERTION + _digest(f"{provider_id}:{assertion_id}")
+
+
+async def assertion_accepted(kv: KeyValueStore, provider_id: str, assertion_id: str) -> bool:
+    """Whether this provider's assertion ID was accepted before (a replay)."""
+    return await kv.get(_assertion_key(provider_id, assertion_id)) is not None
 
 
 async def accept_assertion_once(
     kv: KeyValueStore, provider_id: str, assertion_id: str, ttl_seconds: int
 ) -> bool:
-    """False when this provider's assertion ID was accepted before (a replay)."""
-    key = _SAML_ASSERTION + _digest(f"{provider_id}:{assertion_id}")
+    """Remember the assertion ID; False when another request remembered it first."""
+    key = _assertion_key(provider_id, assertion_id)
     return await kv.set_if_absent(key, "1", max(1, ttl_seconds))
 
 
