@@ -58,6 +58,19 @@ def form(xml: str, relay_state: str | None) -> dict[str, str]:
     return fields
 
 
+async def post_response(
+    http: httpx.AsyncClient,
+    tenant: SsoTenant,
+    xml: str,
+    relay_state: str | None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """What the IdP's auto-submitting form does: POST SAMLResponse (+ RelayState) to
+    the tenant's ACS; the answer as the browser gets it (redirects not followed)."""
+    return await http.post(acs_url(tenant), data=form(xml, relay_state), headers=headers)
+
+
 async def _footprint(app: FastAPI, client: httpx.AsyncClient, tenant: SsoTenant) -> object:
     """What a login would leave in the tenant: member emails, SSO identities, sessions."""
     users = await client.get(f"{tenant.owner.org_url}/users", headers=tenant.owner.headers)

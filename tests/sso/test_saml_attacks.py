@@ -26,16 +26,18 @@ from tests.sso.conftest import (
 )
 from tests.sso.dns_server import TxtZone
 from tests.sso.fake_idp import CLIENT_ID, FakeIdp
-from tests.sso.saml_idp import (
-    OMIT,
-    AuthnRequestSeen,
-    SamlIdp,
+from tests.sso.saml_forgery import (
     split_by_comment,
     tamper,
     with_doctype,
     wrap_extra_assertion,
     wrap_in_extensions,
     wrap_in_object,
+)
+from tests.sso.saml_idp import (
+    OMIT,
+    AuthnRequestSeen,
+    SamlIdp,
 )
 from tests.sso.saml_steps import (
     ASSERTION_INVALID,

@@ -22,6 +22,14 @@ from saml2.config import SPConfig
 from saml2.response import StatusError
 
 from tests.conftest import unavailable
+from tests.sso.saml_forgery import (
+    split_by_comment,
+    tamper,
+    with_doctype,
+    wrap_extra_assertion,
+    wrap_in_extensions,
+    wrap_in_object,
+)
 from tests.sso.saml_idp import (
     NAMEID_EMAIL,
     OMIT,
@@ -30,12 +38,6 @@ from tests.sso.saml_idp import (
     SamlIdp,
     running_saml_idp,
     saml_idp_missing,
-    split_by_comment,
-    tamper,
-    with_doctype,
-    wrap_extra_assertion,
-    wrap_in_extensions,
-    wrap_in_object,
 )
 
 SP_ENTITY = "http://testserver/api/v1/sso/harness/metadata"
