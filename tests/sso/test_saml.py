@@ -1,23 +1,29 @@
 """SAML 2.0 SSO from the SP's side, on both backends: provider configuration (metadata
 checked before anything is stored), our SP metadata, the AuthnRequest in the login
-redirect, and logins end to end against a pysaml2 IdP signing with xmlsec1."""
+redirect, attribute mapping, IdP-initiated logins and the spans and counters, against
+the pysaml2 test IdP (``saml_idp``). The attack matrix is in ``test_saml_attacks``."""
 
 from __future__ import annotations
 
 import base64
-import threading
+import datetime as dt
+import re
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from defusedxml.ElementTree import fromstring
 from fastapi import FastAPI
 
-from tests.conftest import SEEN_SECRETS, sign_up
+from faultmaven_auth.config import Settings
+from tests.conftest import CAPTURED_SPAN_TEXT, SEEN_SECRETS, client_for, running_app, sign_up
+from tests.observability.otlp_receiver import OtlpReceiver, children, one
 from tests.sso.conftest import (
     APP_REDIRECT,
     SsoTenant,
@@ -28,40 +34,48 @@ from tests.sso.conftest import (
     verified_domain,
 )
 from tests.sso.dns_server import TxtZone
-from tests.sso.saml_sp_idp import (
-    SamlTestIdp,
-    authn_request_of,
-    cert_body,
-    idp_metadata,
-    make_test_idp,
-    self_signed,
-)
+from tests.sso.saml_idp import SamlIdp, encode
 
 pytestmark = pytest.mark.backends
 
-IDP_ENTITY = "https://idp.saml-sp-test.example/metadata"
-# Never contacted: the test plays the browser and hands the request to the IdP object.
-IDP_SSO = "https://idp.saml-sp-test.example/sso"
 POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
 MD = "{urn:oasis:names:tc:SAML:2.0:metadata}"
 SAMLP = "{urn:oasis:names:tc:SAML:2.0:protocol}"
 SAML = "{urn:oasis:names:tc:SAML:2.0:assertion}"
-# pysaml2's IdP names its attributes after the "urn:mace:dir" profile.
+# Attribute Names as Entra ID or ADFS send them (not the defaults).
 MAPPING = {
-    "email": "urn:mace:dir:attribute-def:email",
-    "name": "urn:mace:dir:attribute-def:name",
-    "groups": "groups",
+    "email": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+    "name": "http://schemas.microsoft.com/identity/claims/displayname",
+    "groups": "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
 }
 ADMIN_ROLE = "b4de660a-8416-5803-8be4-4aaed1ca999f"
 
 
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> SamlTestIdp:
-    return make_test_idp(tmp_path_factory.mktemp("saml-idp"), IDP_ENTITY, IDP_SSO)
+@pytest.fixture
+def idp(saml_idp: SamlIdp) -> SamlIdp:
+    return saml_idp
+
+
+def expired_certificate() -> str:
+    """A self-signed certificate (base64 DER) that expired yesterday."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=30))
+        .not_valid_after(now - dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
 
 
 async def saml_tenant(
-    client: httpx.AsyncClient, zone: TxtZone, idp: SamlTestIdp, **fields: Any
+    client: httpx.AsyncClient, zone: TxtZone, idp: SamlIdp, **fields: Any
 ) -> SsoTenant:
     owner = await sign_up(client, "SAML Org")
     domain = await verified_domain(client, owner, zone)
@@ -72,7 +86,7 @@ async def saml_tenant(
     body = {
         "provider_type": "saml",
         "name": "Corporate SAML",
-        "idp_metadata_xml": idp.metadata(),
+        "idp_metadata_xml": idp.metadata_xml(),
         "allowed_domains": [domain],
         "jit_enabled": True,
         **fields,
@@ -86,7 +100,7 @@ async def _started(client: httpx.AsyncClient, tenant: SsoTenant, **params: str) 
     response = await client.get(tenant.login_url(**params))
     assert response.status_code == 302, response.text
     location = response.headers["location"]
-    SEEN_SECRETS.add(authn_request_of(location)[2] or "")
+    SEEN_SECRETS.add(httpx.URL(location).params["RelayState"])
     return location
 
 
@@ -105,12 +119,6 @@ async def _post_acs(
     if response.is_redirect:
         SEEN_SECRETS.update(httpx.URL(response.headers["location"]).params.get_list("code"))
     return response
-
-
-async def _sp_metadata(client: httpx.AsyncClient, tenant: SsoTenant) -> str:
-    response = await client.get(f"/api/v1/sso/{tenant.provider_id}/metadata")
-    assert response.status_code == 200, response.text
-    return response.text
 
 
 async def _refused(
@@ -147,7 +155,7 @@ async def _refused(
 
 
 async def test_saml_provider_shows_what_to_register_at_the_idp(
-    client: httpx.AsyncClient, idp: SamlTestIdp, dns: tuple[TxtZone, str]
+    client: httpx.AsyncClient, idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
     """The created provider names our SP entity id, ACS and metadata URLs; OIDC fields
     are null; a PATCH changes only what it sends; OIDC fields are refused; another
@@ -159,8 +167,8 @@ async def test_saml_provider_shows_what_to_register_at_the_idp(
     assert out["sp_entity_id"] == out["metadata_url"] == f"{base}/metadata"
     assert out["acs_url"] == f"{base}/acs"
     assert out["login_url"] == f"{base}/login"
-    assert out["idp_entity_id"] == IDP_ENTITY
-    assert out["idp_sso_url"] == IDP_SSO
+    assert out["idp_entity_id"] == idp.entity_id
+    assert out["idp_sso_url"] == idp.sso_url
     assert out["attribute_mapping"] == MAPPING
     assert out["allow_idp_initiated"] is False
     assert out["client_secret_set"] is False
@@ -180,7 +188,7 @@ async def test_saml_provider_shows_what_to_register_at_the_idp(
     bad = await client.patch(url, headers=headers, json={"idp_metadata_xml": "<not-metadata/>"})
     assert bad.status_code == 422
     kept = await client.get(url, headers=headers)
-    assert kept.json()["idp_entity_id"] == IDP_ENTITY
+    assert kept.json()["idp_entity_id"] == idp.entity_id
 
     other = await sign_up(client, "Other Org")
     foreign = f"{other.org_url}/sso-providers/{pid}"
@@ -190,54 +198,42 @@ async def test_saml_provider_shows_what_to_register_at_the_idp(
     ).status_code == 404
 
 
-def _bad_metadata(idp: SamlTestIdp) -> dict[str, tuple[dict[str, Any], str]]:
+def _bad_metadata(idp: SamlIdp) -> dict[str, tuple[dict[str, Any], str]]:
     """case -> (fields, the phrase the refusal names)."""
-    _, expired = self_signed("expired", days=-1)
+    good = idp.metadata_xml()
+    certificate = idp.key.cert_base64
+    no_key = re.sub(r"<md:KeyDescriptor.*</md:KeyDescriptor>", "", good)
     two = (
         '<md:EntitiesDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata">'
-        + idp_metadata("https://a.example/idp", IDP_SSO, [idp.certificate])
-        + idp_metadata("https://b.example/idp", IDP_SSO, [idp.certificate])
+        + idp.metadata_xml(entity_id="https://a.example/idp")
+        + idp.metadata_xml(entity_id="https://b.example/idp")
         + "</md:EntitiesDescriptor>"
     )
     return {
         "not xml": ({"idp_metadata_xml": "this is not <xml"}, "well-formed"),
         "entity expansion": (
-            {
-                "idp_metadata_xml": '<!DOCTYPE x [<!ENTITY e "boom">]>'
-                + idp_metadata(IDP_ENTITY, IDP_SSO, [idp.certificate])
-            },
+            {"idp_metadata_xml": '<!DOCTYPE x [<!ENTITY e "boom">]>' + good},
             "well-formed",
         ),
         "no idp descriptor": (
             {"idp_metadata_xml": f'<md:EntityDescriptor xmlns:md="{MD[1:-1]}" entityID="x"/>'},
             "IdPSSODescriptor",
         ),
-        "no certificate": (
-            {"idp_metadata_xml": idp_metadata(IDP_ENTITY, IDP_SSO, [])},
-            "no signing certificate",
-        ),
+        "no certificate": ({"idp_metadata_xml": no_key}, "no signing certificate"),
         "bad certificate": (
-            {"idp_metadata_xml": idp_metadata(IDP_ENTITY, IDP_SSO, ["bm90IGEgY2VydA=="])},
+            {"idp_metadata_xml": good.replace(certificate, "bm90IGEgY2VydA==")},
             "not a valid X.509",
         ),
         "expired certificate": (
-            {"idp_metadata_xml": idp_metadata(IDP_ENTITY, IDP_SSO, [cert_body(expired)])},
+            {"idp_metadata_xml": good.replace(certificate, expired_certificate())},
             "expired",
         ),
         "no redirect sso service": (
-            {
-                "idp_metadata_xml": idp_metadata(
-                    IDP_ENTITY, IDP_SSO, [idp.certificate], binding=POST
-                )
-            },
+            {"idp_metadata_xml": idp.metadata_xml(sso_binding=POST)},
             "HTTP-Redirect",
         ),
-        "plain http sso service": (
-            {
-                "idp_metadata_xml": idp_metadata(
-                    IDP_ENTITY, "ftp://idp.example/sso", [idp.certificate]
-                )
-            },
+        "plain ftp sso service": (
+            {"idp_metadata_xml": idp.metadata_xml(sso_url="ftp://idp.example/sso")},
             "https",
         ),
         "ambiguous entity": ({"idp_metadata_xml": two}, "idp_entity_id"),
@@ -258,13 +254,13 @@ def _bad_metadata(idp: SamlTestIdp) -> dict[str, tuple[dict[str, Any], str]]:
         "bad certificate",
         "expired certificate",
         "no redirect sso service",
-        "plain http sso service",
+        "plain ftp sso service",
         "ambiguous entity",
         "unknown entity",
     ],
 )
 async def test_unusable_idp_metadata_is_refused_and_nothing_stored(
-    case: str, client: httpx.AsyncClient, idp: SamlTestIdp
+    case: str, client: httpx.AsyncClient, idp: SamlIdp
 ) -> None:
     owner = await sign_up(client, "SAML Org")
     fields, phrase = _bad_metadata(idp)[case]
@@ -280,7 +276,7 @@ async def test_unusable_idp_metadata_is_refused_and_nothing_stored(
 
 
 async def test_one_of_several_idps_is_picked_by_entity_id(
-    client: httpx.AsyncClient, idp: SamlTestIdp
+    client: httpx.AsyncClient, idp: SamlIdp
 ) -> None:
     owner = await sign_up(client, "SAML Org")
     fields, _ = _bad_metadata(idp)["ambiguous entity"]
@@ -300,13 +296,13 @@ async def test_one_of_several_idps_is_picked_by_entity_id(
 
 
 async def test_both_or_neither_metadata_source_is_a_422(
-    client: httpx.AsyncClient, idp: SamlTestIdp
+    client: httpx.AsyncClient, idp: SamlIdp
 ) -> None:
     owner = await sign_up(client, "SAML Org")
     body = {"provider_type": "saml", "name": "IdP", "allowed_domains": ["corp.example.com"]}
     for extra in (
         {},
-        {"idp_metadata_xml": idp.metadata(), "idp_metadata_url": "https://x.example/md"},
+        {"idp_metadata_xml": idp.metadata_xml(), "idp_metadata_url": "https://x.example/md"},
     ):
         response = await client.post(
             f"{owner.org_url}/sso-providers", headers=owner.headers, json={**body, **extra}
@@ -314,47 +310,23 @@ async def test_both_or_neither_metadata_source_is_a_422(
         assert response.status_code == 422, response.text
 
 
-@pytest.fixture
-def metadata_server(idp: SamlTestIdp) -> Iterator[str]:
-    """A metadata URL on 127.0.0.1 (http: the test settings allow local IdPs)."""
-    document = idp.metadata().encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = self.path == "/metadata.xml"
-            self.send_response(200 if found else 404)
-            self.send_header("Content-Type", "application/samlmetadata+xml")
-            self.end_headers()
-            self.wfile.write(document if found else b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 async def test_metadata_url_is_fetched_and_an_unreachable_one_refused(
-    client: httpx.AsyncClient, metadata_server: str
+    client: httpx.AsyncClient, idp: SamlIdp
 ) -> None:
+    """The metadata URL is fetched at creation (http to 127.0.0.1: the test settings
+    allow local IdPs); a 404 or a closed port is a 400 and nothing is stored."""
     owner = await sign_up(client, "SAML Org")
     body = {"provider_type": "saml", "name": "IdP", "allowed_domains": ["corp.example.com"]}
     url = f"{owner.org_url}/sso-providers"
     fetched = await client.post(
         url,
         headers=owner.headers,
-        json={**body, "idp_metadata_url": f"{metadata_server}/metadata.xml"},
+        json={**body, "idp_metadata_url": idp.metadata_url},
     )
     assert fetched.status_code == 201, fetched.text
-    assert fetched.json()["idp_entity_id"] == IDP_ENTITY
-    assert fetched.json()["idp_metadata_url"] == f"{metadata_server}/metadata.xml"
-    for missing in (f"{metadata_server}/nothing-here", "http://127.0.0.1:9/metadata.xml"):
+    assert fetched.json()["idp_entity_id"] == idp.entity_id
+    assert fetched.json()["idp_metadata_url"] == idp.metadata_url
+    for missing in (idp.metadata_url + "/nothing-here", "http://127.0.0.1:9/metadata.xml"):
         refused = await client.post(
             url, headers=owner.headers, json={**body, "idp_metadata_url": missing}
         )
@@ -368,7 +340,7 @@ async def test_metadata_url_is_fetched_and_an_unreachable_one_refused(
 
 
 async def test_sp_metadata_names_our_entity_and_acs(
-    client: httpx.AsyncClient, idp: SamlTestIdp, dns: tuple[TxtZone, str]
+    client: httpx.AsyncClient, idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
     tenant = await saml_tenant(client, dns[0], idp)
     response = await client.get(f"/api/v1/sso/{tenant.provider_id}/metadata")
@@ -389,16 +361,16 @@ async def test_sp_metadata_names_our_entity_and_acs(
 
 
 async def test_login_redirects_to_the_idp_with_our_authn_request(
-    client: httpx.AsyncClient, idp: SamlTestIdp, dns: tuple[TxtZone, str]
+    client: httpx.AsyncClient, idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
     tenant = await saml_tenant(client, dns[0], idp)
     location = await _started(client, tenant, state="app-state-1")
-    assert location.startswith(IDP_SSO + "?")
-    xml, _, relay_state = authn_request_of(location)
-    request = fromstring(xml)
+    seen = idp.read_login(location)
+    relay_state = seen.relay_state
+    request = fromstring(seen.xml)
     assert request.tag == f"{SAMLP}AuthnRequest"
     assert request.get("ID")
-    assert request.get("Destination") == IDP_SSO
+    assert request.get("Destination") == idp.sso_url
     assert request.get("AssertionConsumerServiceURL") == tenant.provider["acs_url"]
     assert request.get("ProtocolBinding") == POST
     issuer = request.find(f"{SAML}Issuer")
@@ -407,9 +379,9 @@ async def test_login_redirects_to_the_idp_with_our_authn_request(
     assert request.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is None
     assert relay_state
     assert "app-state-1" not in relay_state
-    again = authn_request_of(await _started(client, tenant))
-    assert fromstring(again[0]).get("ID") != request.get("ID")
-    assert again[2] != relay_state
+    again = idp.read_login(await _started(client, tenant))
+    assert again.id != request.get("ID")
+    assert again.relay_state != relay_state
 
     foreign = await client.get(tenant.login_url("https://evil.example/cb"))
     assert foreign.status_code == 400
@@ -420,7 +392,7 @@ async def test_login_redirects_to_the_idp_with_our_authn_request(
 
 
 async def test_saml_login_provisions_maps_groups_and_trades_the_code(
-    client: httpx.AsyncClient, sso_app: FastAPI, idp: SamlTestIdp, dns: tuple[TxtZone, str]
+    client: httpx.AsyncClient, sso_app: FastAPI, idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
     """Login through the IdP: JIT user with the group's role, the app's state back, the
     code traded for tokens, counted as a SAML success; the same response again is
@@ -433,13 +405,21 @@ async def test_saml_login_provisions_maps_groups_and_trades_the_code(
     auth = 'auth_attempts_total{method="sso_saml",status="success"}'
     before = (await metric(client, success), await metric(client, auth))
     location = await _started(client, tenant, state="app-state-1")
-    saml_response = idp.respond(
-        location,
-        await _sp_metadata(client, tenant),
-        email=email,
-        attributes={"email": [email], "name": ["Ann Example"], "groups": ["staff", "admins"]},
+    seen = idp.read_login(location)
+    saml_response = encode(
+        idp.response_xml(
+            seen,
+            email,
+            name=None,
+            omit_attributes=("email",),
+            attributes={
+                MAPPING["email"]: [email],
+                MAPPING["name"]: ["Ann Example"],
+                MAPPING["groups"]: ["staff", "admins"],
+            },
+        )
     )
-    relay_state = authn_request_of(location)[2]
+    relay_state = seen.relay_state
     done = await _post_acs(client, tenant, saml_response, relay_state)
     assert done.status_code == 302, done.text
     assert done.headers["location"].startswith(APP_REDIRECT + "?")
@@ -464,7 +444,7 @@ async def test_saml_login_provisions_maps_groups_and_trades_the_code(
 
 
 async def test_nameid_email_is_used_without_an_email_attribute(
-    client: httpx.AsyncClient, idp: SamlTestIdp, dns: tuple[TxtZone, str]
+    client: httpx.AsyncClient, idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
     """Default mapping ("email") finds no such attribute: the emailAddress NameID is the
     email; a second login links the same user."""
@@ -473,10 +453,9 @@ async def test_nameid_email_is_used_without_an_email_attribute(
     user_ids = []
     for _ in range(2):
         location = await _started(client, tenant)
-        saml_response = idp.respond(
-            location, await _sp_metadata(client, tenant), email=email, attributes={}
-        )
-        done = await _post_acs(client, tenant, saml_response, authn_request_of(location)[2])
+        seen = idp.read_login(location)
+        saml_response = encode(idp.response_xml(seen, email, omit_attributes=("email",)))
+        done = await _post_acs(client, tenant, saml_response, seen.relay_state)
         assert done.status_code == 302, done.text
         assert "state" not in query_of(done)
         tokens = await client.post("/api/v1/sso/token", json={"code": query_of(done)["code"]})
@@ -490,14 +469,16 @@ async def test_nameid_email_is_used_without_an_email_attribute(
 
 
 async def test_idp_initiated_login_only_when_allowed(
-    client: httpx.AsyncClient, sso_app: FastAPI, idp: SamlTestIdp, dns: tuple[TxtZone, str]
+    client: httpx.AsyncClient, sso_app: FastAPI, idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
     """Without allow_idp_initiated an unsolicited response is refused; with it, the
     browser goes to the organization's first registered redirect URI, once."""
     tenant = await saml_tenant(client, dns[0], idp)
-    sp_md = await _sp_metadata(client, tenant)
-    target = (tenant.provider["sp_entity_id"], tenant.provider["acs_url"])
-    unsolicited = idp.respond("", sp_md, email=tenant.email(), unsolicited_to=target)
+    target = {
+        "sp_entity_id": tenant.provider["sp_entity_id"],
+        "acs_url": tenant.provider["acs_url"],
+    }
+    unsolicited = encode(idp.response_xml(None, tenant.email(), **target))
     await _refused(
         client, sso_app, tenant, unsolicited, "whatever-the-idp-sent",
         status=401, code="SSO_ASSERTION_INVALID", reason="unsolicited",
@@ -508,7 +489,7 @@ async def test_idp_initiated_login_only_when_allowed(
         url, headers=tenant.owner.headers, json={"allow_idp_initiated": True}
     )
     assert patched.status_code == 200
-    fresh = idp.respond("", sp_md, email=tenant.email(), unsolicited_to=target)
+    fresh = encode(idp.response_xml(None, tenant.email(), **target))
     done = await _post_acs(client, tenant, fresh, "https://evil.example/relay")
     assert done.status_code == 302, done.text
     assert done.headers["location"].startswith(APP_REDIRECT + "?code=")
@@ -520,13 +501,14 @@ async def test_idp_initiated_login_only_when_allowed(
 
 
 async def test_tampered_unsigned_and_oversized_responses_are_refused(
-    client: httpx.AsyncClient, sso_app: FastAPI, idp: SamlTestIdp, dns: tuple[TxtZone, str]
+    client: httpx.AsyncClient, sso_app: FastAPI, idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
     tenant = await saml_tenant(client, dns[0], idp)
     location = await _started(client, tenant)
-    relay_state = authn_request_of(location)[2]
+    seen = idp.read_login(location)
+    relay_state = seen.relay_state
     email = tenant.email("carol")
-    signed = idp.respond(location, await _sp_metadata(client, tenant), email=email)
+    signed = encode(idp.response_xml(seen, email))
     xml = base64.b64decode(signed).decode()
     tampered = base64.b64encode(xml.replace(email, tenant.email("mallory")).encode()).decode()
     await _refused(
@@ -547,6 +529,56 @@ async def test_tampered_unsigned_and_oversized_responses_are_refused(
     assert done.status_code == 302, done.text
 
 
-def test_fixture_files_stay_in_the_temp_dir(idp: SamlTestIdp) -> None:
-    """The IdP's key lives in pytest's temp dir, never in the repository."""
-    assert Path(__file__).parent not in idp.key_file.parents
+async def test_saml_login_spans_and_counters(
+    backend_settings: Settings, idp: SamlIdp, dns: tuple[TxtZone, str]
+) -> None:
+    """The redirect, the assertion validation and the provisioning are spans under their
+    requests, with nothing secret in them; SAML attempts are counted under their own
+    labels, the OIDC series untouched."""
+    receiver = OtlpReceiver().start()
+    settings = backend_settings.model_copy(
+        update={
+            "sso_allow_insecure_issuers": True,
+            "sso_dns_nameservers": [dns[1]],
+            "database_pool_size": 2,
+            "otel_exporter_otlp_endpoint": receiver.endpoint,
+            "tracing_sample_ratio": 1.0,
+        }
+    )
+    try:
+        async with running_app(settings) as app, client_for(app) as client:
+            tenant = await saml_tenant(client, dns[0], idp)
+            email = tenant.email()
+            location = await _started(client, tenant)
+            seen = idp.read_login(location)
+            relay_state = seen.relay_state
+            saml_response = encode(idp.response_xml(seen, email))
+            done = await _post_acs(client, tenant, saml_response, relay_state)
+            assert done.status_code == 302, done.text
+            code = query_of(done)["code"]
+            assert (await _post_acs(client, tenant, saml_response, relay_state)).status_code == 400
+            for labels, value in (
+                ('provider_type="saml",status="success"', 1),
+                ('provider_type="saml",status="failure"', 1),
+                ('provider_type="oidc",status="success"', 0),
+            ):
+                assert await metric(client, f"sso_attempts_total{{{labels}}}") == value
+            for status in ("success", "failure"):
+                series = f'auth_attempts_total{{method="sso_saml",status="{status}"}}'
+                assert await metric(client, series) == 1
+    finally:
+        receiver.stop()
+    spans = receiver.spans()
+    CAPTURED_SPAN_TEXT.extend(span.text() for span in spans)
+
+    start = one(spans, "GET /api/v1/sso/{provider_id}/login")
+    assert [s.name for s in children(spans, start)][:1] == ["sso_redirect"]
+    acs = [s for s in spans if s.name == "POST /api/v1/sso/{provider_id}/acs"]
+    succeeded = next(s for s in acs if s.attributes["http.response.status_code"] == 302)
+    names = [s.name for s in children(spans, succeeded)]
+    assert "sso_assertion_validation" in names
+    assert "sso_provisioning" in names
+    assert one(spans, "sso_provisioning").attributes["sso.user_created"] is True
+    everything = "\n".join(span.text() for span in spans)
+    for secret in (email, relay_state or "", code, saml_response[:40]):
+        assert secret not in everything

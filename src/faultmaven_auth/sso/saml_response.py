@@ -143,12 +143,7 @@ def _structure(root: Element) -> Element:
 
 
 def _verify_signatures(
-    document: str,
-    root: Element,
-    assertion: Element,
-    response_signed: bool,
-    assertion_signed: bool,
-    check_signature: SignatureCheck,
+    document: str, response_signed: bool, assertion_signed: bool, check_signature: SignatureCheck
 ) -> None:
     try:
         parsed = samlp.response_from_string(document)
@@ -234,9 +229,7 @@ def check_response(
         response_issuer is not None and not _same(_text(response_issuer), expected.idp_entity_id)
     ) or not _same(_text(assertion.find(f"{{{SAML}}}Issuer")), expected.idp_entity_id):
         raise SamlLoginRefused("issuer_mismatch")
-    _verify_signatures(
-        document, root, assertion, response_signed, assertion_signed, check_signature
-    )
+    _verify_signatures(document, response_signed, assertion_signed, check_signature)
     destination = root.get("Destination")
     if (destination is not None or response_signed) and not _same(destination, expected.acs_url):
         raise SamlLoginRefused("destination_mismatch")
@@ -247,13 +240,15 @@ def check_response(
 def _checked(root: Element, assertion: Element, ends: list[float]) -> CheckedAssertion:
     subject = assertion.find(f"{{{SAML}}}Subject")
     name_id = subject.find(f"{{{SAML}}}NameID") if subject is not None else None
+    # The Response's and the confirmation's InResponseTo, when both are given, agree.
     in_response_to = {
-        d.get("InResponseTo")
-        for d in assertion.iter(f"{{{SAML}}}SubjectConfirmationData")
-        if d.get("InResponseTo")
+        value
+        for value in [
+            root.get("InResponseTo"),
+            *(d.get("InResponseTo") for d in assertion.iter(f"{{{SAML}}}SubjectConfirmationData")),
+        ]
+        if value
     }
-    if root.get("InResponseTo"):
-        in_response_to.add(root.get("InResponseTo"))
     if len(in_response_to) > 1:
         raise SamlLoginRefused("state_mismatch")
     value = _text(name_id)
