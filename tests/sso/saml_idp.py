@@ -1,15 +1,14 @@
 """A real SAML 2.0 identity provider for the SSO tests: pysaml2's IdP side
 (``saml2.server.Server``) reads the service's AuthnRequest (HTTP-Redirect binding) and
 writes the Response; xmlsec1 signs it (RSA-SHA256, SHA-256 digests) with a key pair made
-for the test session.
+for the test session, beside a second "attacker" pair.
 
-Every way a response can be wrong is a knob, so the attack tests present exactly one
-defect at a time to the real ACS: nothing signed, only the response or only the assertion
-signed, another key (the "attacker" pair), a change after signing, XML signature wrapping
-(a forged assertion beside the signed one, or the signed one hidden in ``Extensions`` or in
-a ``ds:Object`` with the forged one in its place), another audience, destination,
-recipient or issuer, validity windows in the past or future, no InResponseTo (IdP-initiated)
-and an error status.
+Every way a response can be wrong at the IdP is a knob of ``response_xml``, so the
+attack tests present exactly one defect at a time to the real ACS: nothing signed, only
+the response or only the assertion signed, another key (for one or both signatures),
+another audience, destination, recipient or issuer, validity windows in the past or
+future, no InResponseTo (IdP-initiated) and an error status. What an attacker does to a
+signed response afterwards (tampering, signature wrapping) is in ``saml_forgery``.
 
 The metadata is served over HTTP on 127.0.0.1 (``running_saml_idp``) for the metadata-URL
 configuration path; the SingleSignOnService URL it names is never opened by the tests: they
@@ -21,7 +20,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
-import secrets
 import shutil
 import tempfile
 import threading
@@ -33,7 +31,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -200,10 +197,12 @@ class SamlIdp:
         omit_attributes: Sequence[str] = (),
         sign: Signed = "assertion",
         signing_key: KeyPair | None = None,
-        audience: str | None = None,
+        assertion_signing_key: KeyPair | None = None,
+        audience: str | list[str] | None = None,
         destination: str | _Omit | None = None,
-        recipient: str | None = None,
+        recipient: str | _Omit | None = None,
         issuer: str | None = None,
+        assertion_issuer: str | None = None,
         in_response_to: str | _Omit | None = None,
         not_before: dt.datetime | None = None,
         not_on_or_after: dt.datetime | None = None,
@@ -216,7 +215,9 @@ class SamlIdp:
         By default everything is right: Destination and Recipient the request's ACS URL,
         Audience its Issuer, InResponseTo its ID, valid for five minutes, the assertion
         signed. ``attributes`` adds or replaces attributes (by Name), ``omit_attributes``
-        drops some. Each other keyword sets one part wrong; ``status`` (a second-level StatusCode
+        drops some. Each other keyword sets one part wrong (``signing_key`` signs both, or
+        the response only when ``assertion_signing_key`` is given; ``audience`` a list: one
+        AudienceRestriction with several audiences); ``status`` (a second-level StatusCode
         under Responder) makes an error response without an assertion.
         """
         sp = sp_entity_id or (request.issuer if request else None)
@@ -248,17 +249,23 @@ class SamlIdp:
 
         confirmation = assertion.subject.subject_confirmation[0].subject_confirmation_data
         conditions = assertion.conditions
-        if audience is not None:
+        if isinstance(audience, list):
+            conditions.audience_restriction[0].audience = [saml.Audience(text=a) for a in audience]
+        elif audience is not None:
             conditions.audience_restriction[0].audience[0].text = audience
         if isinstance(destination, _Omit):
             response.destination = None
         elif destination is not None:
             response.destination = destination
-        if recipient is not None:
+        if isinstance(recipient, _Omit):
+            confirmation.recipient = None
+        elif recipient is not None:
             confirmation.recipient = recipient
         if issuer is not None:
             response.issuer.text = issuer
             assertion.issuer.text = issuer
+        if assertion_issuer is not None:
+            assertion.issuer.text = assertion_issuer
         if isinstance(in_response_to, _Omit):
             response.in_response_to = None
             confirmation.in_response_to = None
@@ -282,23 +289,31 @@ class SamlIdp:
             response.assertion = None
             if sign == "assertion":
                 sign = "response"
-        return self._sign(server, response, sign, signing_key or self.key)
+        key = signing_key or self.key
+        return self._sign(server, response, sign, key, assertion_signing_key or key)
 
-    def _sign(self, server: Server, response: samlp.Response, sign: Signed, key: KeyPair) -> str:
+    def _sign(
+        self,
+        server: Server,
+        response: samlp.Response,
+        sign: Signed,
+        key: KeyPair,
+        assertion_key: KeyPair,
+    ) -> str:
         """Sign the assertion, then the response (its digest covers the assertion's
         signature), each enveloped, exclusive C14N, RSA-SHA256 over SHA-256 digests."""
-        targets: list[tuple[str, str]] = []
+        targets: list[tuple[str, str, KeyPair]] = []
         if sign in ("both", "assertion"):
             assertion = response.assertion
-            assertion.signature = _signature_template(assertion.id, key)
-            targets.append((ASSERTION_NODE, assertion.id))
+            assertion.signature = _signature_template(assertion.id, assertion_key)
+            targets.append((ASSERTION_NODE, assertion.id, assertion_key))
         if sign in ("both", "response"):
             response.signature = _signature_template(response.id, key)
-            targets.append((RESPONSE_NODE, response.id))
+            targets.append((RESPONSE_NODE, response.id, key))
         xml = str(response)
-        for node, node_id in targets:
+        for node, node_id, signer in targets:
             signed = server.sec.sign_statement(
-                xml, node, key_file=str(key.key_file), node_id=node_id
+                xml, node, key_file=str(signer.key_file), node_id=node_id
             )
             xml = signed.decode() if isinstance(signed, bytes) else signed
         return _strip_declaration(xml)
@@ -364,90 +379,6 @@ def _sp_metadata(entity_id: str, acs_url: str) -> str:
 
 def _strip_declaration(xml: str) -> str:
     return re.sub(r"^\s*<\?xml[^>]*\?>\s*", "", xml)
-
-
-# ---------------------------------------------------------------------- tampering
-_ASSERTION = re.compile(r"<(\w+):Assertion\b.*?</\1:Assertion>", re.DOTALL)
-_SIGNATURE = re.compile(r"<(\w+):Signature\b.*?</\1:Signature>", re.DOTALL)
-
-
-def _signed_assertion(xml: str) -> tuple[re.Match[str], re.Match[str]]:
-    assertions = list(_ASSERTION.finditer(xml))
-    assert len(assertions) == 1, "wrapping starts from a response with one assertion"
-    signature = _SIGNATURE.search(assertions[0].group(0))
-    assert signature is not None, "wrapping starts from a signed assertion"
-    return assertions[0], signature
-
-
-def _forged_copy(assertion: str, signature: str, victim: str, attacker: str) -> str:
-    """The signed assertion without its signature, a new ID, the attacker's email."""
-    forged = assertion.replace(signature, "").replace(victim, attacker)
-    return re.sub(r'\bID="[^"]+"', f'ID="id-{secrets.token_hex(10)}"', forged, count=1)
-
-
-def tamper(xml: str, old: str, new: str) -> str:
-    """Change text after signing (e.g. the email in the NameID and attributes)."""
-    assert old in xml
-    return xml.replace(old, new)
-
-
-def wrap_extra_assertion(
-    xml: str, victim: str, attacker: str, *, where: Literal["before", "after"]
-) -> str:
-    """XSW: an unsigned forged assertion beside the signed one, first or last."""
-    assertion, signature = _signed_assertion(xml)
-    forged = _forged_copy(assertion.group(0), signature.group(0), victim, attacker)
-    at = assertion.start() if where == "before" else assertion.end()
-    return xml[:at] + forged + xml[at:]
-
-
-def wrap_in_extensions(xml: str, victim: str, attacker: str) -> str:
-    """XSW: the signed assertion moved into the Response's ``samlp:Extensions`` and a
-    forged unsigned one in its place (the signature still verifies where it now is)."""
-    assertion, signature = _signed_assertion(xml)
-    forged = _forged_copy(assertion.group(0), signature.group(0), victim, attacker)
-    body = xml[: assertion.start()] + forged + xml[assertion.end() :]
-    protocol = re.match(r"<(\w+):Response\b", body)
-    assert protocol is not None
-    prefix = protocol.group(1)
-    issuer_end = re.search(r"</\w+:Issuer>", body)
-    assert issuer_end is not None
-    at = issuer_end.end()
-    extensions = f"<{prefix}:Extensions>{assertion.group(0)}</{prefix}:Extensions>"
-    return body[:at] + extensions + body[at:]
-
-
-def wrap_in_object(xml: str, victim: str, attacker: str) -> str:
-    """XSW: a forged assertion in place of the signed one, carrying a copy of the
-    original signature whose ``ds:Object`` holds the original signed assertion (same ID,
-    its own signature intact, so that one still verifies where it now is)."""
-    assertion, signature = _signed_assertion(xml)
-    forged = _forged_copy(assertion.group(0), signature.group(0), victim, attacker)
-    ds = signature.group(1)
-    carried = signature.group(0).replace(
-        f"</{ds}:Signature>", f"<{ds}:Object>{assertion.group(0)}</{ds}:Object></{ds}:Signature>"
-    )
-    issuer_end = re.search(r"</\w+:Issuer>", forged)
-    assert issuer_end is not None
-    at = issuer_end.end()
-    forged = forged[:at] + carried + forged[at:]
-    return xml[: assertion.start()] + forged + xml[assertion.end() :]
-
-
-# ---------------------------------------------------------------------- the browser side
-async def post_to_acs(
-    http: httpx.AsyncClient,
-    acs_url: str,
-    xml: str,
-    relay_state: str | None,
-    *,
-    headers: Mapping[str, str] | None = None,
-) -> httpx.Response:
-    """What the IdP's auto-submitting form does: POST SAMLResponse (+ RelayState)."""
-    form = {"SAMLResponse": encode(xml)}
-    if relay_state is not None:
-        form["RelayState"] = relay_state
-    return await http.post(acs_url, data=form, headers=dict(headers or {}))
 
 
 # ---------------------------------------------------------------------- serving metadata

@@ -21,7 +21,8 @@ SAML_SUCCESSES = 'sso_attempts_total{provider_type="saml",status="success"}'
 AUTH_FAILURES = 'auth_attempts_total{method="sso_saml",status="failure"}'
 AUTH_SUCCESSES = 'auth_attempts_total{method="sso_saml",status="success"}'
 
-# The refusal a reason folds into (the contract's codes; the assertion checks are 401).
+# The refusal a reason folds into: every check of the posted response (unreadable and
+# unsolicited included) is a 401; the login state (unknown, spent, replayed) a 400.
 ASSERTION_INVALID = (401, "SSO_ASSERTION_INVALID")
 STATE_INVALID = (400, "SSO_STATE_INVALID")
 PROVIDER_ERROR = (400, "SSO_PROVIDER_ERROR")
@@ -55,6 +56,19 @@ def form(xml: str, relay_state: str | None) -> dict[str, str]:
     if relay_state is not None:
         fields["RelayState"] = relay_state
     return fields
+
+
+async def post_response(
+    http: httpx.AsyncClient,
+    tenant: SsoTenant,
+    xml: str,
+    relay_state: str | None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """What the IdP's auto-submitting form does: POST SAMLResponse (+ RelayState) to
+    the tenant's ACS; the answer as the browser gets it (redirects not followed)."""
+    return await http.post(acs_url(tenant), data=form(xml, relay_state), headers=headers)
 
 
 async def _footprint(app: FastAPI, client: httpx.AsyncClient, tenant: SsoTenant) -> object:
@@ -98,17 +112,18 @@ async def assert_refused(
         to or acs_url(tenant), data=fields, headers={"X-Request-ID": request_id}
     )
     assert response.status_code == status, response.text
-    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["code"] == code, response.text
     assert "location" not in response.headers
     assert await metric(client, SAML_FAILURES) == sso_before + 1
     assert await metric(client, AUTH_FAILURES) == auth_before + 1
-    assert refusal_logged(request_id, reason)
-    events = await audit_events(app, request_id)
-    assert [
+    events = [
         (e.event_type, e.details["reason"], e.details["provider_type"], str(e.organization_id))
-        for e in events
-    ] == [("auth.sso.failed", reason, "saml", tenant.owner.org_id)]
-    assert await _footprint(app, client, tenant) == before
+        for e in await audit_events(app, request_id)
+    ]
+    assert events == [("auth.sso.failed", reason, "saml", tenant.owner.org_id)], events
+    assert refusal_logged(request_id, reason)
+    after = await _footprint(app, client, tenant)
+    assert after == before, (before, after)
 
 
 async def exchange(client: httpx.AsyncClient, response: httpx.Response) -> dict[str, str]:

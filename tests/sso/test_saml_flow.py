@@ -19,8 +19,8 @@ from tests.sso.saml_steps import (
     SAML_SUCCESSES,
     acs_url,
     exchange,
-    form,
     me,
+    post_response,
     start_login,
 )
 
@@ -44,7 +44,7 @@ async def test_first_login_provisions_the_user_and_a_second_links_to_it(
         assert request.acs_url == acs_url(tenant)
         assert request.destination == saml_idp.sso_url
         xml = saml_idp.response_xml(request, email, name="Ada Lovelace")
-        first = await http.post(acs_url(tenant), data=form(xml, request.relay_state))
+        first = await post_response(http, tenant, xml, request.relay_state)
     assert httpx.URL(first.headers["location"]).params["state"] == "app-state-1"
     profile = await me(client, await exchange(client, first))
     assert profile["email"] == email
@@ -55,7 +55,7 @@ async def test_first_login_provisions_the_user_and_a_second_links_to_it(
     async with browser(sso_app) as http:
         request = await start_login(http, saml_idp, tenant)
         xml = saml_idp.response_xml(request, email, name="Ada Lovelace")
-        second = await http.post(acs_url(tenant), data=form(xml, request.relay_state))
+        second = await post_response(http, tenant, xml, request.relay_state)
     assert "state" not in httpx.URL(second.headers["location"]).params
     again = await me(client, await exchange(client, second))
     assert again["id"] == profile["id"]
@@ -84,7 +84,7 @@ async def test_a_signed_response_or_both_signed_is_accepted(
     async with browser(sso_app) as http:
         request = await start_login(http, saml_idp, tenant)
         xml = saml_idp.response_xml(request, email, sign=sign)  # type: ignore[arg-type]
-        done = await http.post(acs_url(tenant), data=form(xml, request.relay_state))
+        done = await post_response(http, tenant, xml, request.relay_state)
     assert (await me(client, await exchange(client, done)))["email"] == email
 
 
@@ -118,7 +118,7 @@ async def test_group_maps_to_role_and_custom_attribute_names(
                 "memberOf": ["staff", "platform-admins"],
             },
         )
-        done = await http.post(acs_url(tenant), data=form(xml, request.relay_state))
+        done = await post_response(http, tenant, xml, request.relay_state)
     profile = await me(client, await exchange(client, done))
     assert profile["email"] == email
     assert profile["full_name"] == "Grace Hopper"
@@ -133,7 +133,7 @@ async def test_without_an_email_attribute_the_email_name_id_is_used(
     async with browser(sso_app) as http:
         request = await start_login(http, saml_idp, tenant)
         xml = saml_idp.response_xml(request, email, omit_attributes=["email"])
-        done = await http.post(acs_url(tenant), data=form(xml, request.relay_state))
+        done = await post_response(http, tenant, xml, request.relay_state)
     assert (await me(client, await exchange(client, done)))["email"] == email
 
 
@@ -185,7 +185,7 @@ async def test_configured_from_the_idp_metadata_url(
     async with browser(sso_app) as http:
         request = await start_login(http, saml_idp, tenant)
         xml = saml_idp.response_xml(request, email)
-        done = await http.post(acs_url(tenant), data=form(xml, request.relay_state))
+        done = await post_response(http, tenant, xml, request.relay_state)
     assert (await me(client, await exchange(client, done)))["email"] == email
 
 
@@ -193,13 +193,16 @@ async def test_idp_initiated_login_when_allowed(
     client: httpx.AsyncClient, sso_app: FastAPI, saml_idp: SamlIdp, dns: tuple[TxtZone, str]
 ) -> None:
     """With allow_idp_initiated, an unsolicited response (no InResponseTo) signs in and
-    lands on the organization's registered redirect URI named in RelayState."""
+    lands on the organization's registered redirect URI, whatever the IdP's RelayState
+    names (no open redirect through it)."""
     tenant = await saml_tenant(client, dns[0], saml_idp, allow_idp_initiated=True)
     assert tenant.provider["allow_idp_initiated"] is True
-    email = tenant.email()
-    xml = saml_idp.response_xml(
-        None, email, sp_entity_id=tenant.provider["sp_entity_id"], acs_url=acs_url(tenant)
-    )
-    async with browser(sso_app) as http:
-        done = await http.post(acs_url(tenant), data=form(xml, APP_REDIRECT))
-    assert (await me(client, await exchange(client, done)))["email"] == email
+    for relay_state in (APP_REDIRECT, "https://evil.example/steal"):
+        email = tenant.email()
+        xml = saml_idp.response_xml(
+            None, email, sp_entity_id=tenant.provider["sp_entity_id"], acs_url=acs_url(tenant)
+        )
+        async with browser(sso_app) as http:
+            done = await post_response(http, tenant, xml, relay_state)
+        assert "state" not in httpx.URL(done.headers["location"]).params
+        assert (await me(client, await exchange(client, done)))["email"] == email

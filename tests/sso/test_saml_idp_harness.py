@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -21,19 +21,20 @@ from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.response import StatusError
 
-from tests.conftest import unavailable
+from tests.sso.saml_forgery import (
+    split_by_comment,
+    tamper,
+    with_doctype,
+    wrap_extra_assertion,
+    wrap_in_extensions,
+    wrap_in_object,
+)
 from tests.sso.saml_idp import (
     NAMEID_EMAIL,
     OMIT,
     AuthnRequestSeen,
     KeyPair,
     SamlIdp,
-    running_saml_idp,
-    saml_idp_missing,
-    tamper,
-    wrap_extra_assertion,
-    wrap_in_extensions,
-    wrap_in_object,
 )
 
 SP_ENTITY = "http://testserver/api/v1/sso/harness/metadata"
@@ -51,12 +52,8 @@ NS = {
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[SamlIdp]:
-    missing = saml_idp_missing()
-    if missing is not None:
-        unavailable("The test SAML IdP", RuntimeError(missing))
-    with running_saml_idp() as running:
-        yield running
+def idp(saml_idp: SamlIdp) -> SamlIdp:
+    return saml_idp
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +63,7 @@ def sp(idp: SamlIdp) -> Saml2Client:
     config.load(
         {
             "entityid": SP_ENTITY,
-            "xmlsec_binary": "/usr/bin/xmlsec1",
+            "xmlsec_binary": shutil.which("xmlsec1"),
             "service": {
                 "sp": {
                     "endpoints": {"assertion_consumer_service": [(SP_ACS, BINDING_HTTP_POST)]},
@@ -97,7 +94,7 @@ def _verifies(xml: str, cert: KeyPair, node_id: str, tmp_path: Path) -> bool:
     document.write_text(xml)
     result = subprocess.run(
         [
-            "/usr/bin/xmlsec1",
+            shutil.which("xmlsec1") or "xmlsec1",
             "--verify",
             "--pubkey-cert-pem",
             str(cert.cert_file),
@@ -234,6 +231,29 @@ def test_signing_choices(
         assert _verifies(xml, idp.key, assertion.get("ID", ""), tmp_path)
 
 
+def test_mixed_keys_and_several_audiences(idp: SamlIdp, sp: Saml2Client, tmp_path: Path) -> None:
+    """The response and the assertion signed by different keys; a list of audiences;
+    the assertion's Issuer set apart from the response's."""
+    request = _login(idp, sp)
+    xml = idp.response_xml(
+        request,
+        VICTIM,
+        sign="both",
+        assertion_signing_key=idp.attacker,
+        audience=["urn:first", SP_ENTITY],
+        assertion_issuer="urn:other-idp",
+    )
+    root = _root(xml)
+    [assertion] = _assertions(root)
+    assert _verifies(xml, idp.key, root.get("ID", ""), tmp_path)
+    assert not _verifies(xml, idp.key, assertion.get("ID", ""), tmp_path)
+    assert _verifies(xml, idp.attacker, assertion.get("ID", ""), tmp_path)
+    audiences = assertion.findall(f"{AUDIENCE.rsplit('/', 1)[0]}/saml:Audience", NS)
+    assert [a.text for a in audiences] == ["urn:first", SP_ENTITY]
+    assert _one(root, "saml:Issuer").text == idp.entity_id
+    assert _one(assertion, "saml:Issuer").text == "urn:other-idp"
+
+
 def test_attacker_key_and_change_after_signing_do_not_verify(
     idp: SamlIdp, sp: Saml2Client, tmp_path: Path
 ) -> None:
@@ -251,6 +271,27 @@ def test_attacker_key_and_change_after_signing_do_not_verify(
     assert _one(assertion, "saml:Subject/saml:NameID").text == ATTACKER
     assert _verifies(genuine, idp.key, assertion.get("ID", ""), tmp_path)
     assert not _verifies(changed, idp.key, assertion.get("ID", ""), tmp_path)
+
+
+def test_comment_in_the_name_id_keeps_the_signature_valid(
+    idp: SamlIdp, sp: Saml2Client, tmp_path: Path
+) -> None:
+    """The comment-truncation attack is real: the signature survives the comment."""
+    request = _login(idp, sp)
+    long_email = "alice@corp.example.attacker.test"
+    xml = split_by_comment(idp.response_xml(request, long_email), long_email, len(VICTIM))
+    assert "alice@corp.example<!---->.attacker.test</" in xml
+    [assertion] = _assertions(_root(xml))
+    assert _verifies(xml, idp.key, assertion.get("ID", ""), tmp_path)
+
+
+def test_doctype_variant_declares_entities(idp: SamlIdp, sp: Saml2Client) -> None:
+    request = _login(idp, sp)
+    xml = with_doctype(idp.response_xml(request, VICTIM))
+    assert xml.startswith("<!DOCTYPE samlp:Response [<!ENTITY a ")
+    assert 'SYSTEM "file:///etc/hostname"' in xml
+    with pytest.raises(Exception, match=r"(?i)DTD|entit"):
+        _root(xml)
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
@@ -317,6 +358,8 @@ def test_one_defect_knobs(idp: SamlIdp, sp: Saml2Client, tmp_path: Path) -> None
         ({"recipient": "http://evil/acs"}, CONFIRMATION, "Recipient", "http://evil/acs"),
         ({"issuer": "urn:other-idp"}, "saml:Issuer", "", "urn:other-idp"),
         ({"in_response_to": OMIT}, ".", "InResponseTo", None),
+        ({"recipient": OMIT}, CONFIRMATION, "Recipient", None),
+        ({"assertion_issuer": "urn:other-idp"}, "saml:Issuer", "", "urn:other-idp"),
         ({"not_before": later}, "saml:Conditions", "NotBefore", _stamp(later)),
         ({"not_on_or_after": earlier}, "saml:Conditions", "NotOnOrAfter", _stamp(earlier)),
         ({"not_on_or_after": earlier}, CONFIRMATION, "NotOnOrAfter", _stamp(earlier)),
