@@ -209,3 +209,68 @@ async def test_jwks_is_cached_and_fetched_again_for_a_rotated_key(
         assert fake_idp.jwks_fetches == fetched + 1
     finally:
         fake_idp.key, fake_idp.kid = previous
+
+
+@pytest.mark.parametrize(
+    ("require", "claim", "signs_in"),
+    [
+        (True, None, False),  # absent: refused by default
+        (True, False, False),
+        (True, True, True),
+        (False, None, True),  # Entra ID: never sent, provider configured not to require it
+        (False, False, False),  # an explicit "not verified" is refused either way
+        (False, "false", False),
+        (False, True, True),
+    ],
+)
+async def test_email_verified_policy(
+    require: bool,
+    claim: bool | str | None,
+    signs_in: bool,
+    client: httpx.AsyncClient,
+    sso_app: FastAPI,
+    fake_idp: FakeIdp,
+    dns: tuple[TxtZone, str],
+) -> None:
+    """``require_email_verified`` (default true) decides whether an ID token without the
+    claim may sign in; an address the provider says is unverified never does."""
+    tenant = await sso_tenant(
+        client, dns[0], fake_idp.issuer, client_id=CLIENT_ID, require_email_verified=require
+    )
+    assert tenant.provider["require_email_verified"] is require
+    authorize = await _start(client, tenant)
+    claims = fake_idp.claims(authorize.params["nonce"], tenant.email())
+    claims.pop("email_verified", None)
+    if claim is not None:
+        claims["email_verified"] = claim
+    fake_idp.id_token = fake_idp.sign(claims)
+    failures = await sso_failures(client)
+    response = await client.get(
+        "/api/v1/sso/oidc/callback", params={"state": authorize.params["state"], "code": "c0de"}
+    )
+    users = await client.get(f"{tenant.owner.org_url}/users", headers=tenant.owner.headers)
+    if signs_in:
+        assert response.status_code == 302, response.text
+        assert len(users.json()["items"]) == 2
+        return
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "SSO_EMAIL_NOT_ALLOWED"
+    assert await sso_failures(client) == failures + 1
+    events = await audit_events(sso_app, response.headers["x-request-id"])
+    assert [e.details["reason"] for e in events] == ["email_not_verified"]
+    assert len(users.json()["items"]) == 1
+
+
+async def test_require_email_verified_can_be_changed(
+    client: httpx.AsyncClient, fake_idp: FakeIdp, dns: tuple[TxtZone, str]
+) -> None:
+    tenant = await sso_tenant(client, dns[0], fake_idp.issuer, client_id=CLIENT_ID)
+    assert tenant.provider["require_email_verified"] is True
+    url = f"{tenant.owner.org_url}/sso-providers/{tenant.provider_id}"
+    changed = await client.patch(
+        url, headers=tenant.owner.headers, json={"require_email_verified": False}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["require_email_verified"] is False
+    again = await client.get(url, headers=tenant.owner.headers)
+    assert again.json()["require_email_verified"] is False

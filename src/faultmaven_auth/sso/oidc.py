@@ -146,8 +146,11 @@ def _asserted_identity(provider: SsoProvider, claims: dict[str, Any]) -> Asserte
     # The IdP is trusted for who the user is, not for well-formed text.
     if not isinstance(email, str) or "@" not in email or len(email) > 320 or unsafe_text(email):
         raise SsoLoginRefused("email_missing")
-    # Some providers send the boolean as a string.
-    if claims.get("email_verified") not in (True, "true"):
+    # Some providers send the boolean as a string. A provider configured not to require
+    # the claim (it never sends it) still may not say the address is unverified.
+    verified = claims.get("email_verified")
+    required = provider.config.get("require_email_verified", True)
+    if verified in (False, "false") or (required and verified not in (True, "true")):
         raise SsoLoginRefused("email_not_verified")
     email = email.strip().lower()
     if email.rsplit("@", 1)[1] not in provider.allowed_domains:

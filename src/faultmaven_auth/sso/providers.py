@@ -93,6 +93,7 @@ def provider_out(provider: SsoProvider, settings: Settings) -> SsoProviderOut:
             scopes=None,
             claim_mapping=None,
             use_userinfo=None,
+            require_email_verified=None,
             callback_url=None,
             idp_entity_id=config["idp_entity_id"],
             idp_sso_url=config["idp_sso_url"],
@@ -111,6 +112,7 @@ def provider_out(provider: SsoProvider, settings: Settings) -> SsoProviderOut:
         scopes=config["scopes"],
         claim_mapping=ClaimMapping(**config["claim_mapping"]),
         use_userinfo=config["use_userinfo"],
+        require_email_verified=config.get("require_email_verified", True),
         callback_url=settings.sso_callback_url,
     )
 
@@ -177,6 +179,7 @@ async def create_provider(
             "scopes": body.scopes,
             "claim_mapping": body.claim_mapping.model_dump(),
             "use_userinfo": body.use_userinfo,
+            "require_email_verified": body.require_email_verified,
             **_discovered(document),
         }
         audited = {"provider_type": "oidc", "issuer": body.issuer}
@@ -232,7 +235,14 @@ def _oidc_config(
     config: dict[str, Any], body: OidcProviderUpdate, document: dict[str, Any] | None
 ) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True, exclude={"client_secret"})
-    for key in ("issuer", "client_id", "token_endpoint_auth_method", "scopes", "use_userinfo"):
+    for key in (
+        "issuer",
+        "client_id",
+        "token_endpoint_auth_method",
+        "scopes",
+        "use_userinfo",
+        "require_email_verified",
+    ):
         if key in changes and changes[key] is not None:
             config[key] = changes[key]
     if body.claim_mapping is not None:

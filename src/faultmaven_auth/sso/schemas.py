@@ -68,6 +68,9 @@ class OidcProviderCreate(RequestModel):
     scopes: list[str] = Field(default=["openid", "email", "profile"], max_length=20)
     claim_mapping: ClaimMapping = Field(default_factory=ClaimMapping)
     use_userinfo: bool = False
+    # False only for providers that never send ``email_verified`` (Entra ID): the email
+    # is then trusted like a SAML assertion's, on the organization's verified domains.
+    require_email_verified: bool = True
     allowed_domains: list[Domain] = Field(min_length=1, max_length=50)
     jit_enabled: bool = False
     # None: the system role "member".
@@ -92,6 +95,7 @@ class OidcProviderUpdate(RequestModel):
     scopes: list[str] | None = Field(default=None, max_length=20)
     claim_mapping: ClaimMapping | None = None
     use_userinfo: bool | None = None
+    require_email_verified: bool | None = None
     allowed_domains: list[Domain] | None = Field(default=None, min_length=1, max_length=50)
     jit_enabled: bool | None = None
     default_role_id: uuid.UUID | None = None
@@ -209,6 +213,7 @@ class SsoProviderOut(ResponseModel):
     scopes: list[str] | None
     claim_mapping: ClaimMapping | None
     use_userinfo: bool | None
+    require_email_verified: bool | None
     # The redirect URI to register at an OpenID provider.
     callback_url: str | None
     # SAML (null for OIDC).
