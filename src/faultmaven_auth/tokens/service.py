@@ -61,6 +61,21 @@ REFRESH_TOKEN_PREFIX = "fmr_"
 REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
 _USERS = cast(Table, User.__table__)
 _INSERT_REFRESH_TOKEN = insert(REFRESH_TOKENS)
+# A login's write to its user, built once (see _LOGIN_ACCOUNT); keyed by whether the
+# password is rehashed too.
+_RECORD_LOGIN = {
+    rehashed: update(_USERS)
+    .where(_USERS.c.id == bindparam("user_id"))
+    .values(
+        last_login_at=bindparam("last_login_at", type_=_USERS.c.last_login_at.type),
+        **(
+            {"password_hash": bindparam("password_hash", type_=_USERS.c.password_hash.type)}
+            if rehashed
+            else {}
+        ),
+    )
+    for rehashed in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -258,11 +273,11 @@ async def login(
         raise
     new_hash = await _rehashed(runtime, password) if result.needs_rehash else None
     # Core statements only: the user row was read above and needs no reloading (merge).
-    changes: dict[str, Any] = {"last_login_at": utcnow()}
+    params: dict[str, Any] = {"user_id": user.id, "last_login_at": utcnow()}
     if new_hash is not None:
-        changes["password_hash"] = new_hash
+        params["password_hash"] = new_hash
     async with runtime.db.transaction() as session:
-        await session.execute(update(_USERS).where(_USERS.c.id == user.id).values(changes))
+        await session.execute(_RECORD_LOGIN[new_hash is not None], params)
         pair = await issue_token_pair(
             session, runtime, user_id=user.id, organization_id=user.organization_id
         )
