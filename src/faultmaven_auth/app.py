@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 
 import prometheus_client
 from fastapi import Depends, FastAPI
@@ -61,7 +62,7 @@ from faultmaven_auth.sso.config_endpoints import router as sso_config_router
 from faultmaven_auth.sso.flow_endpoints import router as sso_flow_router
 from faultmaven_auth.sso.oidc_http import OidcHttp
 from faultmaven_auth.storage.db import Database, DatabaseAtCapacity, create_engine
-from faultmaven_auth.storage.kv import build_kv_store
+from faultmaven_auth.storage.kv import StoreUnavailable, build_kv_store
 from faultmaven_auth.tokens.access import AccessTokenCodec
 from faultmaven_auth.tokens.client_credentials import ClientCredentials
 from faultmaven_auth.tokens.endpoints import router as tokens_router
@@ -187,8 +188,20 @@ async def build_runtime(
         client_authorities=client_authorities,
         client_credentials=client_credentials,
         metrics=metrics,
-        activity=ActivityTracker(kv, window_seconds=settings.activity_window_seconds),
+        activity=ActivityTracker(
+            kv,
+            window_seconds=settings.activity_window_seconds,
+            on_store_error=partial(_auth_counters_not_written, metrics),
+        ),
         tracer=tracer or NoOpTracer(),
+    )
+
+
+def _auth_counters_not_written(metrics: Metrics, exc: StoreUnavailable) -> None:
+    metrics.telemetry_store_error("auth_counters")
+    logger.warning(
+        "Could not write the authentication counters to the key-value store; kept for the next try",
+        extra={"event_type": "telemetry_store_error", "reason": type(exc.__cause__).__name__},
     )
 
 
@@ -302,6 +315,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             await asyncio.to_thread(siem.close)  # flushes queued security events
             runtime.hasher.close()
             await app.state.sso_http.aclose()
+            await runtime.activity.aclose()  # pending counters, while the store is open
             await runtime.kv.close()
             await runtime.db.dispose()
             if tracing is not None:

@@ -318,8 +318,19 @@ class Settings(BaseSettings):
     sso_allow_insecure_issuers: bool = False
     # DNS servers ("host" or "host:port") for domain verification; empty: the system's.
     sso_dns_nameservers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Outbound SSO calls reach public addresses only, plus these networks (an IdP on
+    # the operator's own network); SSO_ALLOW_INSECURE_ISSUERS adds loopback.
+    sso_allowed_networks: Annotated[
+        list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode
+    ] = Field(default_factory=list)
 
-    @field_validator("cors_origins", "trusted_proxies", "sso_dns_nameservers", mode="before")
+    @field_validator(
+        "cors_origins",
+        "trusted_proxies",
+        "sso_dns_nameservers",
+        "sso_allowed_networks",
+        mode="before",
+    )
     @classmethod
     def _parse_lists(cls, value: object) -> object:
         return _split_list(value)
@@ -469,6 +480,14 @@ class Settings(BaseSettings):
         """The one OIDC redirect URI to register at every identity provider."""
         base = (self.sso_public_base_url or self.jwt_issuer).rstrip("/")
         return f"{base}/api/v1/sso/oidc/callback"
+
+    @property
+    def sso_outbound_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Non-public networks outbound SSO calls may reach (sso/outbound.py)."""
+        networks = list(self.sso_allowed_networks)
+        if self.sso_allow_insecure_issuers:
+            networks += [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+        return networks
 
     def startup_problems(self) -> list[str]:
         """What keeps this configuration from running safely; empty when it may start."""

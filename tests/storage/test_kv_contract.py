@@ -117,6 +117,18 @@ async def test_increment_many_counts_each_key_with_its_own_ttl(store: KeyValueSt
     assert await store.get("long") == "2"
 
 
+async def test_add_many_adds_amounts_with_increments_ttl_rule(store: KeyValueStore) -> None:
+    """Each key grows by its own amount in one call; a new key gets the TTL, an existing
+    one keeps its own; 20 concurrent calls lose nothing."""
+    assert await store.increment("kept", ttl_seconds=60) == 1
+    assert await store.add_many([("kept", 4, 1), ("brief", 3, 1), ("long", 2, 60)]) == [5, 3, 2]
+    await asyncio.gather(*(store.add_many([("long", 5, 60)]) for _ in range(20)))
+    await asyncio.sleep(EXPIRY_WAIT)
+    assert await store.get("brief") is None
+    assert await store.get("kept") == "5"
+    assert await store.get("long") == "102"
+
+
 async def test_increment_ttl_starts_at_creation_and_is_not_extended(
     store: KeyValueStore,
 ) -> None:

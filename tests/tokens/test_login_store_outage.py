@@ -1,15 +1,17 @@
 """With the key-value store down, login is all-or-nothing.
 
-The store holds the shared success-rate counters, written after the session has been
-committed. A store outage at that point must not answer 503 for a login whose session
-and audit event already exist: the counters are best effort, logged and counted in
-``telemetry_store_errors_total``. The store here is a real Redis URL pointing at a
+The store holds the shared success-rate counters, written in the background after the
+session has been committed. A store outage then must not answer 503 for a login whose
+session and audit event already exist: the failed write is logged, counted in
+``telemetry_store_errors_total`` and retried. The store here is a real Redis URL pointing at a
 closed port, so the failure is the one production would see.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -66,22 +68,27 @@ async def test_login_succeeds_and_its_session_works_while_the_store_is_down(
         response = await client.post(
             "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
         )
-    assert response.status_code == 200, response.text
-    tokens = response.json()
-    assert tokens["access_token"]
-    warnings = [
-        r for r in caplog.records if getattr(r, "event_type", None) == "telemetry_store_error"
-    ]
-    assert warnings
+        assert response.status_code == 200, response.text
+        tokens = response.json()
+        assert tokens["access_token"]
+        refreshed = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+        )
+        assert refreshed.status_code == 200, refreshed.text
+        # The counters' background write fails within a second or so: logged and counted.
+        async with asyncio.timeout(5):
+            while not _store_warnings(caplog):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    assert _store_warnings(caplog)
     assert all(PASSWORD not in r.getMessage() for r in caplog.records)
-
-    refreshed = await client.post(
-        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
-    )
-    assert refreshed.status_code == 200, refreshed.text
-
     metrics = (await client.get("/metrics")).text
-    assert 'telemetry_store_errors_total{operation="auth_counters"} 2.0' in metrics
+    failed = re.search(r'telemetry_store_errors_total\{operation="auth_counters"\} (\S+)', metrics)
+    assert failed is not None
+    assert float(failed.group(1)) >= 1
+
+
+def _store_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event_type", None) == "telemetry_store_error"]
 
 
 async def test_failed_login_is_still_401_while_the_store_is_down(client: httpx.AsyncClient) -> None:

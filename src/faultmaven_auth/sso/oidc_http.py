@@ -21,6 +21,7 @@ import jwt
 from faultmaven_auth.config import Settings
 from faultmaven_auth.errors import BadRequest
 from faultmaven_auth.sso.errors import SsoLoginRefused
+from faultmaven_auth.sso.outbound import AddressNotAllowed, GuardedTransport
 
 MAX_DOCUMENT_BYTES = 256 * 1024
 _REQUIRED_METADATA = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
@@ -50,7 +51,8 @@ class OidcHttp:
             timeout=settings.sso_http_timeout_seconds,
             follow_redirects=False,
             trust_env=False,
-            transport=transport,
+            # Public addresses only (plus SSO_ALLOWED_NETWORKS): see sso/outbound.py.
+            transport=GuardedTransport(settings.sso_outbound_networks, inner=transport),
         )
         # jwks_uri -> (fetched at, {kid: jwk})
         self._jwks: dict[str, tuple[float, list[dict[str, Any]]]] = {}
@@ -71,6 +73,10 @@ class OidcHttp:
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
             response = await self._http.get(url, headers={"Accept": "application/json"})
+        except AddressNotAllowed as exc:
+            raise discovery_failed(
+                "The issuer resolves to a non-public address (see SSO_ALLOWED_NETWORKS)"
+            ) from exc
         except httpx.HTTPError as exc:
             raise discovery_failed(
                 f"The issuer's discovery document cannot be fetched ({type(exc).__name__})"

@@ -82,6 +82,11 @@ class KeyValueStore(Protocol):
         """``increment`` for each ``(key, ttl_seconds)``, in one round trip; the new values."""
         ...
 
+    async def add_many(self, counters: list[tuple[str, int, int]]) -> list[int]:
+        """Add ``amount`` to each ``(key, amount, ttl_seconds)`` in one round trip, with
+        ``increment``'s TTL rule (set when the key is created); the new values."""
+        ...
+
     async def reserve_attempt(
         self, key: str, *, lock_key: str, now: float, window_seconds: int
     ) -> Reservation:
@@ -190,6 +195,22 @@ class MemoryStore:
 
     async def increment_many(self, counters: list[tuple[str, int]]) -> list[int]:
         return [await self.increment(key, ttl) for key, ttl in counters]
+
+    async def add_many(self, counters: list[tuple[str, int, int]]) -> list[int]:
+        values: list[int] = []
+        async with self._lock:
+            for key, amount, ttl_seconds in counters:
+                _check_ttl(ttl_seconds)
+                current = self._live(key)
+                if current is None:
+                    self._sweep()
+                    self._data[key] = (str(amount), self._now() + ttl_seconds)
+                    values.append(amount)
+                    continue
+                value = int(current) + amount
+                self._data[key] = (str(value), self._data[key][1])
+                values.append(value)
+        return values
 
     async def reserve_attempt(
         self, key: str, *, lock_key: str, now: float, window_seconds: int
@@ -365,6 +386,16 @@ class RedisStore:
         async with _redis_errors(), self._redis.pipeline(transaction=True) as pipe:
             for key, ttl_seconds in counters:
                 pipe.incr(self._k(key))
+                pipe.expire(self._k(key), ttl_seconds, nx=True)
+            replies = await pipe.execute()
+        return [int(count) for count in replies[::2]]
+
+    async def add_many(self, counters: list[tuple[str, int, int]]) -> list[int]:
+        for _, _, ttl_seconds in counters:
+            _check_ttl(ttl_seconds)
+        async with _redis_errors(), self._redis.pipeline(transaction=True) as pipe:
+            for key, amount, ttl_seconds in counters:
+                pipe.incrby(self._k(key), amount)
                 pipe.expire(self._k(key), ttl_seconds, nx=True)
             replies = await pipe.execute()
         return [int(count) for count in replies[::2]]

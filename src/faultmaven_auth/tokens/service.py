@@ -44,7 +44,6 @@ from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.lockout import begin_login_attempt
 from faultmaven_auth.sso.policy import SsoRequired, check_password_login
 from faultmaven_auth.storage.ids import uuid7
-from faultmaven_auth.storage.kv import StoreUnavailable
 from faultmaven_auth.storage.models import Organization, RefreshToken, SsoProvider, User
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.tokens.access import AccessClaims
@@ -301,22 +300,16 @@ async def login(
 
 
 async def record_auth_attempt(runtime: Runtime, method: str, success: bool, started: float) -> None:
-    """Count an attempt in the metrics and, best effort, in the shared success-rate counters.
+    """Count an attempt in the metrics and in the shared success-rate counters.
 
-    Called after the attempt's outcome is committed: a store outage here must not turn
-    a committed login into an error, so it is logged and counted instead.
+    Called after the attempt's outcome is committed. The shared counters are written
+    in the background (``ActivityTracker``), so a store outage never turns a committed
+    login into an error: the write is retried, logged and counted there.
     """
     runtime.metrics.auth_attempt(
         method, success, time.perf_counter() - started, exemplar=current_trace_exemplar()
     )
-    try:
-        await runtime.activity.record_auth(success)
-    except StoreUnavailable as exc:
-        runtime.metrics.telemetry_store_error("auth_counters")
-        logger.warning(
-            "Could not count the authentication attempt in the key-value store",
-            extra={"event_type": "telemetry_store_error", "reason": type(exc.__cause__).__name__},
-        )
+    runtime.activity.record_auth(success)
 
 
 async def revoke_refresh_family(session: AsyncSession, family_id: uuid.UUID) -> None:
