@@ -50,6 +50,8 @@ class Result:
     loop_ms: list[float] = field(default_factory=list)
     other_ms: list[float] = field(default_factory=list)
     health_ratio: list[float] = field(default_factory=list)
+    idle_samples: list[float] = field(default_factory=list)
+    storm_samples: list[float] = field(default_factory=list)
     refused: int = 0
 
     def row(self, name: str) -> str:
@@ -57,10 +59,16 @@ class Result:
             return f"{statistics.median(values):.2f}" if values else "—"
 
         per_round = ", ".join(f"{v:.2f}" for v in self.health_ratio)
+        idle, storm = p99(self.idle_samples), p99(self.storm_samples)
         return (
             f"| {name} | {median(self.rates)} | {median(self.loop_ms)} | {median(self.other_ms)} "
-            f"| {median(self.health_ratio)} ({per_round}) | {self.refused} |"
+            f"| {median(self.health_ratio)} ({per_round}) "
+            f"| {idle:.2f} / {storm:.2f} = {storm / idle:.2f} | {self.refused} |"
         )
+
+
+def p99(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[98]
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
@@ -70,7 +78,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
 
 
 def storm(
-    backend: Backend, env: dict[str, str], connections: int, seconds: int
+    backend: Backend, env: dict[str, str], connections: int, seconds: int, kept: Result
 ) -> dict[str, float]:
     """One server, one idle probe and one login storm; the numbers of that storm."""
     server = ServiceProcess.auth({**backend.env, **env}, backend.work / "server.log")
@@ -96,6 +104,8 @@ def storm(
         after = thread_cpu_seconds(pid)
     finally:
         server.stop()
+    kept.idle_samples += idle.samples
+    kept.storm_samples += busy.samples
     spent = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
     logins = max(1, result.counted)
     loop = spent.pop(pid, 0.0)
@@ -122,8 +132,8 @@ def main() -> None:
     try:
         for round_no in range(1, args.rounds + 1):
             for name, env in variants:
-                numbers = storm(backend, env, args.connections, args.seconds)
                 kept = results[name]
+                numbers = storm(backend, env, args.connections, args.seconds, kept)
                 kept.rates.append(numbers["rate"])
                 kept.loop_ms.append(numbers["loop_ms"])
                 kept.other_ms.append(numbers["other_ms"])
@@ -139,9 +149,9 @@ def main() -> None:
     )
     print(
         "| variant | logins/s | loop CPU ms/login | other threads CPU ms/login "
-        "| /health p99 storm/idle (per round) | refused |"
+        "| /health p99 storm/idle (per round) | /health p99 ms idle / storm, all rounds | refused |"
     )
-    print("|---|---:|---:|---:|---|---:|")
+    print("|---|---:|---:|---:|---|---|---:|")
     for name, _ in variants:
         print(results[name].row(name))
 
