@@ -272,11 +272,11 @@ async def login(
         raise
     new_hash = await _rehashed(runtime, password) if result.needs_rehash else None
     # Core statements only: the user row was read above and needs no reloading (merge).
-    params: dict[str, Any] = {"user_id": user.id, "last_login_at": utcnow()}
+    recorded: dict[str, Any] = {"user_id": user.id, "last_login_at": utcnow()}
     if new_hash is not None:
-        params["password_hash"] = new_hash
+        recorded["password_hash"] = new_hash
     async with runtime.db.transaction() as session:
-        await session.execute(_RECORD_LOGIN[new_hash is not None], params)
+        await session.execute(_RECORD_LOGIN[new_hash is not None], recorded)
         pair = await issue_token_pair(
             session, runtime, user_id=user.id, organization_id=user.organization_id
         )
