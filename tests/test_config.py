@@ -295,6 +295,8 @@ def test_wildcard_cors_origin_is_rejected(monkeypatch: pytest.MonkeyPatch, value
         ("PORT", "70000"),
         ("JWT_ALGORITHM", "HS256"),
         ("ENVIRONMENT", "prod"),
+        ("PASSWORD_HASH_THREAD_NICENESS", "20"),
+        ("PASSWORD_HASH_THREAD_NICENESS", "-1"),
     ],
 )
 def test_invalid_values_are_refused_at_load(

@@ -229,9 +229,9 @@ class Settings(BaseSettings):
     password_hash_threads: int | None = Field(default=None, ge=1, le=256)
     password_hash_queue_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     password_hash_queue_limit: int = Field(default=256, ge=1)
-    # Nice steps the hashing threads run below the event loop (Linux): on dedicated cores
-    # it keeps non-login latency at idle levels; on a shared host it hands hashing's CPU
-    # to the neighbours, so it is off by default.
+    # Nice steps the hashing threads run below the event loop (Linux), 0 = off. Off by
+    # default: measured on a busy shared host it did not reliably shorten /health's tail,
+    # and it starved hashing until logins were refused (docs/login-capacity.md).
     password_hash_thread_niceness: int = Field(default=0, ge=0, le=19)
 
     allow_self_signup: bool = True

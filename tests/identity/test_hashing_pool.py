@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -251,26 +253,73 @@ async def test_the_average_follows_real_job_durations() -> None:
     pool.close()
 
 
-@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no per-thread priority here")
-async def test_hashing_threads_can_run_below_the_event_loop_priority() -> None:
-    """With niceness 5, jobs run five nice steps below the thread that started the pool."""
-    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    pool = new_pool(threads=1)
-    lowered = HashingPool(
-        threads=1,
+def kernel_nice(thread: int) -> int:
+    """The nice value Linux schedules ``thread`` of this process with (/proc, field 19)."""
+    stat = Path(f"/proc/self/task/{thread}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def lowered_pool(threads: int, niceness: int) -> HashingPool:
+    return HashingPool(
+        threads=threads,
         queue_timeout_seconds=60,
         queue_limit=10,
         expected_job_seconds=0.001,
-        niceness=5,
+        niceness=niceness,
     )
 
-    def priority() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-    assert await pool.run(priority) == here
-    assert await lowered.run(priority) == min(19, here + 5)
-    pool.close()
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+async def test_hashing_threads_run_at_the_configured_niceness_below_the_loop() -> None:
+    """With niceness 5, the kernel schedules jobs five nice steps below the loop's thread."""
+    here = kernel_nice(threading.get_native_id())
+    plain, lowered = new_pool(threads=1), lowered_pool(threads=1, niceness=5)
+
+    def nice_of_this_thread() -> int:
+        return kernel_nice(threading.get_native_id())
+
+    assert await plain.run(nice_of_this_thread) == here
+    assert await lowered.run(nice_of_this_thread) == min(19, here + 5)
+    # The loop's own thread is left as it was.
+    assert kernel_nice(threading.get_native_id()) == here
+    plain.close()
     lowered.close()
+
+
+async def test_a_refused_priority_change_is_logged_once_and_jobs_still_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, jobs: Jobs
+) -> None:
+    """Where setpriority is not permitted: one warning for the pool, and hashing goes on."""
+
+    def not_permitted(*_: object) -> None:
+        raise PermissionError("not permitted")
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os, "setpriority", not_permitted)
+    pool = lowered_pool(threads=2, niceness=5)
+    with caplog.at_level(logging.WARNING, logger="faultmaven_auth.identity"):
+        first, second = await queued(pool, jobs.job("a")), await queued(pool, jobs.job("b"))
+        await until(lambda: jobs.most_at_once == 2)  # both threads started
+        jobs.release.set()
+        assert await asyncio.gather(first, second) == ["a", "b"]
+    warnings = [r for r in caplog.records if r.name == "faultmaven_auth.identity"]
+    assert [r.__dict__["event_type"] for r in warnings] == ["hash_thread_priority_unavailable"]
+    assert warnings[0].__dict__["reason"] == "PermissionError"
+    pool.close()
+
+
+async def test_niceness_zero_leaves_the_priority_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Niceness 0 (disabled) never calls setpriority, so it never warns either."""
+    calls: list[object] = []
+    monkeypatch.setattr(os, "setpriority", lambda *args: calls.append(args))
+    pool = lowered_pool(threads=1, niceness=0)
+    with caplog.at_level(logging.WARNING, logger="faultmaven_auth.identity"):
+        assert await pool.run(lambda: "done") == "done"
+    assert calls == []
+    assert not [r for r in caplog.records if r.name == "faultmaven_auth.identity"]
+    pool.close()
 
 
 def test_refusals_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:

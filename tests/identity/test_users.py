@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -102,6 +103,26 @@ async def test_create_and_get_a_user(client: httpx.AsyncClient, owner: Account) 
         "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
     )
     assert me.json()["roles"] == ["member"]
+
+
+async def test_each_login_records_its_time_on_the_user(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    """last_login_at is empty until the first login, then moves forward with each login."""
+    email = unique_email("Lou")
+    created = await client.post(
+        f"{owner.org_url}/users", headers=owner.headers, json=user_body(email)
+    )
+    assert created.status_code == 201, created.text
+    url = f"{owner.org_url}/users/{created.json()['id']}"
+    assert created.json()["last_login_at"] is None
+    seen = []
+    for _ in range(2):
+        await login(client, email, PASSWORD)
+        seen.append((await client.get(url, headers=owner.headers)).json()["last_login_at"])
+    assert None not in seen
+    first, second = (datetime.fromisoformat(value) for value in seen)
+    assert second > first
 
 
 async def test_unknown_user_is_not_found(client: httpx.AsyncClient, owner: Account) -> None:

@@ -31,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +42,8 @@ from typing import Protocol, TypeVar
 from faultmaven_auth.errors import LoginCapacityExceeded
 
 T = TypeVar("T")
+
+logger = logging.getLogger("faultmaven_auth.identity")
 
 # How much the newest job duration moves the average: recent enough to follow a CPU that
 # got busier, smooth enough that one slow job does not refuse a burst of logins.
@@ -94,8 +98,7 @@ class HashingPool:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads,
             thread_name_prefix="password-hash",
-            initializer=_lower_priority,
-            initargs=(niceness,),
+            initializer=_ThreadPriority(niceness).lower,
         )
 
     @property
@@ -178,18 +181,48 @@ class HashingPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _lower_priority(niceness: int) -> None:
-    """Run this worker thread ``niceness`` steps below the event loop's priority.
+class _ThreadPriority:
+    """Runs each worker thread ``niceness`` steps below the event loop's priority.
 
     Linux schedules threads one by one, so the loop thread (and the database, on the
     same host) preempt hashing whenever they have work: requests that do not hash
     keep their idle latency, and hashing still gets every cycle nobody else wants.
+    Where that cannot be done (another OS, a sandbox refusing ``setpriority``) the
+    threads run at the loop's priority and this is said once, not once per thread.
     """
-    if niceness > 0 and hasattr(os, "setpriority"):
+
+    def __init__(self, niceness: int) -> None:
+        self._niceness = niceness
+        self._reported = False
+        self._lock = threading.Lock()
+
+    def lower(self) -> None:
+        if self._niceness <= 0:
+            return
+        if not sys.platform.startswith("linux"):
+            self._report("per-thread priority is Linux only")
+            return
         thread = threading.get_native_id()
-        with contextlib.suppress(OSError):
+        try:
             current = os.getpriority(os.PRIO_PROCESS, thread)
-            os.setpriority(os.PRIO_PROCESS, thread, min(19, current + niceness))
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, current + self._niceness))
+        except OSError as exc:
+            self._report(type(exc).__name__)
+
+    def _report(self, reason: str) -> None:
+        with self._lock:
+            if self._reported:
+                return
+            self._reported = True
+        logger.warning(
+            "Could not lower the priority of the password-hashing threads; "
+            "they run at the event loop's priority",
+            extra={
+                "event_type": "hash_thread_priority_unavailable",
+                "niceness": self._niceness,
+                "reason": reason,
+            },
+        )
 
 
 def _call_soon(

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -59,6 +60,21 @@ REFRESH_TOKEN_PREFIX = "fmr_"
 REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
 _USERS = cast(Table, User.__table__)
 _INSERT_REFRESH_TOKEN = insert(REFRESH_TOKENS)
+# A login's write to its user, built once (see _LOGIN_ACCOUNT); keyed by whether the
+# password is rehashed too.
+_RECORD_LOGIN = {
+    rehashed: update(_USERS)
+    .where(_USERS.c.id == bindparam("user_id"))
+    .values(
+        last_login_at=bindparam("last_login_at", type_=_USERS.c.last_login_at.type),
+        **(
+            {"password_hash": bindparam("password_hash", type_=_USERS.c.password_hash.type)}
+            if rehashed
+            else {}
+        ),
+    )
+    for rehashed in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -153,13 +169,17 @@ def session_ends_at(runtime: Runtime, session_started_at: datetime) -> datetime:
     return session_started_at + lifetime
 
 
-def _login_account_query(email: str, organization_id: uuid.UUID | None) -> Select[Any]:
+def _login_account_query(*, by_organization: bool) -> Select[Any]:
     """The one account a login is checked against, chosen before any password is.
 
-    An address may have accounts in several organizations. Without ``organization_id``
-    the choice is deterministic: an active account in a live organization first, then
-    the oldest. Only that account's password is verified (once, however many accounts
-    the address has), so neither timing nor answers reveal the other accounts.
+    An address may have accounts in several organizations. Without an organization the
+    choice is deterministic: an active account in a live organization first, then the
+    oldest. Only that account's password is verified (once, however many accounts the
+    address has), so neither timing nor answers reveal the other accounts.
+
+    Built once (``_LOGIN_ACCOUNT``) with the email, and the organization, as bound
+    parameters: constructing this statement and its cache key on every login cost
+    more CPU than running it.
     """
     usable = and_(User.is_active.is_(True), Organization.deleted_at.is_(None))
     # Whether the organization requires SSO for some domain: asked here, in the same
@@ -176,13 +196,20 @@ def _login_account_query(email: str, organization_id: uuid.UUID | None) -> Selec
     stmt = (
         select(User, Organization, sso_required)
         .join(Organization, Organization.id == User.organization_id)
-        .where(User.email == normalize_email(email))
+        .where(User.email == bindparam("email"))
         .order_by(case((usable, 0), else_=1), User.created_at, User.id)
         .limit(1)
     )
-    if organization_id is not None:
-        stmt = stmt.where(User.organization_id == organization_id)
+    if by_organization:
+        stmt = stmt.where(User.organization_id == bindparam("organization_id"))
     return stmt
+
+
+# Keyed by whether the login names its organization.
+_LOGIN_ACCOUNT = {
+    False: _login_account_query(by_organization=False),
+    True: _login_account_query(by_organization=True),
+}
 
 
 async def login(
@@ -208,7 +235,9 @@ async def login(
     with traced(tracer, "authenticate_user") as span:
         with traced(tracer, "db_query_user"):
             async with runtime.db.session() as session:
-                row = (await session.execute(_login_account_query(email, organization_id))).first()
+                statement = _LOGIN_ACCOUNT[organization_id is not None]
+                params = {"email": normalize_email(email), "organization_id": organization_id}
+                row = (await session.execute(statement, params)).first()
         user, organization = (row[0], row[1]) if row else (None, None)
         organization_requires_sso = bool(row[2]) if row else False
         # Verified even for an unknown email (against a dummy hash), so timing tells nothing.
@@ -243,11 +272,11 @@ async def login(
         raise
     new_hash = await _rehashed(runtime, password) if result.needs_rehash else None
     # Core statements only: the user row was read above and needs no reloading (merge).
-    changes: dict[str, Any] = {"last_login_at": utcnow()}
+    recorded: dict[str, Any] = {"user_id": user.id, "last_login_at": utcnow()}
     if new_hash is not None:
-        changes["password_hash"] = new_hash
+        recorded["password_hash"] = new_hash
     async with runtime.db.transaction() as session:
-        await session.execute(update(_USERS).where(_USERS.c.id == user.id).values(changes))
+        await session.execute(_RECORD_LOGIN[new_hash is not None], recorded)
         pair = await issue_token_pair(
             session, runtime, user_id=user.id, organization_id=user.organization_id
         )
