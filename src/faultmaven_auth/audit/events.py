@@ -44,6 +44,7 @@ class AuditEventType(StrEnum):
     SSO_LOGIN_FAILED = "auth.sso.failed"
     SSO_USER_PROVISIONED = "auth.sso.user_provisioned"
     SSO_IDENTITY_LINKED = "auth.sso.identity_linked"
+    SSO_ROLES_SYNCED = "auth.sso.roles_synced"
     SSO_PROVIDER_CREATED = "sso.provider.created"
     SSO_PROVIDER_UPDATED = "sso.provider.updated"
     SSO_PROVIDER_DELETED = "sso.provider.deleted"

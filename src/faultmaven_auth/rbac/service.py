@@ -33,7 +33,7 @@ from faultmaven_auth.rbac.repository import (
 )
 from faultmaven_auth.rbac.schemas import RoleCreate, RoleOut, RoleUpdate
 from faultmaven_auth.runtime import Runtime
-from faultmaven_auth.storage.models import Invitation, Role
+from faultmaven_auth.storage.models import Invitation, Role, SsoProvider
 
 
 def role_out(role: Role, permissions: frozenset[Permission]) -> RoleOut:
@@ -111,10 +111,10 @@ async def update_role(
         raise _name_conflict() from exc
 
 
-def _role_in_use() -> Conflict:
-    return Conflict(
-        "Invitations were issued with this role, so it cannot be deleted", code="ROLE_IN_USE"
-    )
+def _role_in_use(
+    reason: str = "Invitations were issued with this role, so it cannot be deleted",
+) -> Conflict:
+    return Conflict(reason, code="ROLE_IN_USE")
 
 
 async def delete_role(runtime: Runtime, access: OrgAccess, role_id: uuid.UUID) -> None:
@@ -128,6 +128,18 @@ async def delete_role(runtime: Runtime, access: OrgAccess, role_id: uuid.UUID) -
                 select(func.count()).select_from(Invitation).where(Invitation.role_id == role.id)
             ):
                 raise _role_in_use()
+            # SSO providers name roles as their default (a foreign key) and in JSON
+            # (group -> role), which no foreign key guards.
+            providers = await session.execute(
+                select(SsoProvider.default_role_id, SsoProvider.group_role_map).where(
+                    SsoProvider.organization_id == access.org_id
+                )
+            )
+            if any(
+                default == role.id or str(role.id) in mapping.values()
+                for default, mapping in providers
+            ):
+                raise _role_in_use("An SSO provider gives this role; change the provider first")
             await session.delete(role)
             access.audit(
                 session,

@@ -79,6 +79,7 @@ def provider_out(provider: SsoProvider, settings: Settings) -> SsoProviderOut:
         "default_role_id": provider.default_role_id,
         "group_role_map": {k: uuid.UUID(v) for k, v in provider.group_role_map.items()},
         "sso_required": provider.sso_required,
+        "sync_roles": provider.sync_roles,
         "login_url": f"{base}/api/v1/sso/{provider.id}/login",
         "created_at": provider.created_at,
         "updated_at": provider.updated_at,
@@ -198,6 +199,7 @@ async def create_provider(
             default_role_id=default_role_id,
             group_role_map={k: str(v) for k, v in body.group_role_map.items()},
             sso_required=body.sso_required,
+            sync_roles=body.sync_roles,
         )
         if isinstance(body, OidcProviderCreate):
             seal_client_secret(runtime.cipher, provider, body.client_secret)
@@ -318,7 +320,14 @@ async def update_provider(
             provider.config = _saml_config(dict(provider.config), body, metadata)
         elif provider.provider_type == "oidc":
             provider.config = _oidc_config(dict(provider.config), body, document)
-        for key in ("name", "enabled", "allowed_domains", "jit_enabled", "sso_required"):
+        for key in (
+            "name",
+            "enabled",
+            "allowed_domains",
+            "jit_enabled",
+            "sso_required",
+            "sync_roles",
+        ):
             if changes.get(key) is not None:
                 setattr(provider, key, changes[key])
         if body.default_role_id is not None:

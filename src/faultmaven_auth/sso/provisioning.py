@@ -4,9 +4,11 @@ Order: an existing link (provider + subject) wins; else an account of the *same*
 organization with the same email is linked (the email was verified by the provider
 and its domain is allowed and verified by this organization, checked by the caller);
 else, with JIT on, a new passwordless user is created with the role its IdP groups map
-to (first match) or the provider's default role. Nothing ever looks outside the
-provider's organization. Everything happens in the caller's transaction, so a refusal
-rolls it all back: no user, no link, no role.
+to (first match) or the provider's default role. With ``sync_roles``, an existing
+user's roles are set the same way at every SSO login (an owner's never: SSO neither
+grants nor takes away ownership). A mapped role that no longer exists counts as no
+match. Nothing ever looks outside the provider's organization. Everything happens in
+the caller's transaction, so a refusal rolls it all back: no user, no link, no role.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from faultmaven_auth.audit.events import AuditEventType
 from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
 from faultmaven_auth.identity.service import lock_organization
-from faultmaven_auth.rbac.repository import replace_user_roles
+from faultmaven_auth.rbac.permissions import OWNER, SYSTEM_ROLE_IDS
+from faultmaven_auth.rbac.repository import get_role, replace_user_roles, roles_of_user
 from faultmaven_auth.sso.errors import SsoLoginRefused
 from faultmaven_auth.storage.models import SsoIdentity, SsoProvider, User
 from faultmaven_auth.storage.models.base import utcnow
+from faultmaven_auth.storage.tenancy import OrgId
 
 
 @dataclass(frozen=True)
@@ -42,11 +46,45 @@ class SignedInUser:
     created: bool
 
 
-def _role_for(provider: SsoProvider, groups: list[str]) -> str:
+async def _role_for(session: AsyncSession, provider: SsoProvider, groups: list[str]) -> uuid.UUID:
+    """The first mapped group's role that still exists, else the default role (which
+    cannot be deleted while a provider names it)."""
+    org_id = OrgId(provider.organization_id)
     for group in groups:
-        if group in provider.group_role_map:
-            return provider.group_role_map[group]
-    return str(provider.default_role_id)
+        mapped = provider.group_role_map.get(group)
+        if mapped is not None and await get_role(session, org_id, uuid.UUID(mapped), for_use=True):
+            return uuid.UUID(mapped)
+    return provider.default_role_id
+
+
+async def _sync_roles(
+    session: AsyncSession,
+    provider: SsoProvider,
+    user: User,
+    identity: AssertedIdentity,
+    meta: RequestMeta,
+) -> None:
+    current = {role.id for role in await roles_of_user(session, user.id)}
+    if SYSTEM_ROLE_IDS[OWNER] in current:
+        return
+    role_id = await _role_for(session, provider, identity.groups)
+    if current == {role_id}:
+        return
+    await replace_user_roles(session, user.id, [role_id])
+    record_audit_event(
+        session,
+        AuditEventType.SSO_ROLES_SYNCED,
+        meta=meta,
+        organization_id=provider.organization_id,
+        actor_id=user.id,
+        target_type="user",
+        target_id=user.id,
+        details={
+            "provider_id": str(provider.id),
+            "role_id": str(role_id),
+            "previous_role_ids": sorted(str(r) for r in current),
+        },
+    )
 
 
 async def sign_in_user(
@@ -94,8 +132,8 @@ async def sign_in_user(
         )
         session.add(user)
         await session.flush()
-        role_id = _role_for(provider, identity.groups)
-        await replace_user_roles(session, user.id, [uuid.UUID(role_id)])
+        role_id = await _role_for(session, provider, identity.groups)
+        await replace_user_roles(session, user.id, [role_id])
         created = True
         record_audit_event(
             session,
@@ -105,8 +143,10 @@ async def sign_in_user(
             actor_id=user.id,
             target_type="user",
             target_id=user.id,
-            details={"provider_id": str(provider.id), "role_id": role_id},
+            details={"provider_id": str(provider.id), "role_id": str(role_id)},
         )
+    elif provider.sync_roles:
+        await _sync_roles(session, provider, user, identity, meta)
     if link is None:
         link = SsoIdentity(
             organization_id=org.id,

@@ -77,6 +77,7 @@ class OidcProviderCreate(RequestModel):
     default_role_id: uuid.UUID | None = None
     group_role_map: dict[str, uuid.UUID] = Field(default_factory=dict, max_length=100)
     sso_required: bool = False
+    sync_roles: bool = False
 
     _check_domains = field_validator("allowed_domains")(_domains)
     _check_scopes = field_validator("scopes")(_scopes)
@@ -101,6 +102,7 @@ class OidcProviderUpdate(RequestModel):
     default_role_id: uuid.UUID | None = None
     group_role_map: dict[str, uuid.UUID] | None = Field(default=None, max_length=100)
     sso_required: bool | None = None
+    sync_roles: bool | None = None
 
     _check_domains = field_validator("allowed_domains")(_domains)
     _check_scopes = field_validator("scopes")(_scopes)
@@ -136,6 +138,7 @@ class SamlProviderCreate(RequestModel):
     default_role_id: uuid.UUID | None = None
     group_role_map: dict[str, uuid.UUID] = Field(default_factory=dict, max_length=100)
     sso_required: bool = False
+    sync_roles: bool = False
 
     _check_domains = field_validator("allowed_domains")(_domains)
 
@@ -163,6 +166,7 @@ class SamlProviderUpdate(RequestModel):
     default_role_id: uuid.UUID | None = None
     group_role_map: dict[str, uuid.UUID] | None = Field(default=None, max_length=100)
     sso_required: bool | None = None
+    sync_roles: bool | None = None
 
     _check_domains = field_validator("allowed_domains")(_domains)
 
@@ -232,6 +236,7 @@ class SsoProviderOut(ResponseModel):
     default_role_id: uuid.UUID
     group_role_map: dict[str, uuid.UUID]
     sso_required: bool
+    sync_roles: bool
     # Where the application sends the browser to start a login with this provider.
     login_url: str
     created_at: datetime

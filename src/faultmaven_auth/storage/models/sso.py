@@ -17,7 +17,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from faultmaven_auth.storage.models.base import Base, IdMixin, TimestampMixin, utcnow
@@ -40,6 +49,8 @@ class SsoProvider(IdMixin, TimestampMixin, Base):
     # {"group name": "role id"}; the first matching group (in the IdP's order) wins.
     group_role_map: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     sso_required: Mapped[bool] = mapped_column(default=False)
+    # Re-apply the group→role mapping at every SSO login (not only at JIT creation).
+    sync_roles: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class SsoRedirectUri(IdMixin, Base):
