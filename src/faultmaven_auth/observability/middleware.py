@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from faultmaven_auth.errors import error_body
 from faultmaven_auth.observability.context import bind_client, bind_request_id, clear_context
 from faultmaven_auth.observability.logging import DirectLog
+from faultmaven_auth.observability.request_ids import new_request_id
 
 logger = logging.getLogger("faultmaven_auth.request")
 access_log = DirectLog(logger)
@@ -67,7 +67,7 @@ def choose_request_id(incoming: bytes | None) -> str:
         candidate = incoming.decode("latin-1")
         if _SAFE_REQUEST_ID.match(candidate):
             return candidate
-    return str(uuid.uuid4())
+    return new_request_id()
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
