@@ -91,7 +91,7 @@ def statements(runtime: Runtime) -> Iterator[list[str]]:
 
 
 async def test_a_warm_me_and_introspection_read_no_database(
-    client: httpx.AsyncClient, owner: Account, statements: list[str], backend: str
+    client: httpx.AsyncClient, owner: Account, statements: list[str]
 ) -> None:
     """Once cached, /me and introspection of an access token send no SQL, on the
     embedded default too (the CLI's revocations reach it through the marker file)."""
