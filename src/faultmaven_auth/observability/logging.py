@@ -109,6 +109,8 @@ _SECRET_VALUES: tuple[tuple[re.Pattern[str], str, tuple[str, ...], bool], ...] =
 )
 
 TraceIds = Callable[[], tuple[str, str] | None]
+# ``json.dumps(line, default=str)`` builds this encoder anew on every call.
+_JSON = json.JSONEncoder(default=str)
 
 
 def mask_emails(text: str) -> str:
@@ -220,7 +222,14 @@ class _Fields:
         if ids is not None:
             line["trace_id"], line["span_id"] = ids
         if extra:
-            line.update(redact(extra, mask=self.mask))
+            mask = self.mask
+            for key, value in extra.items():  # ``redact(extra)``, one level unrolled
+                if str(key).lower() in _SECRET_KEYS:
+                    line[key] = _REDACTED
+                elif isinstance(value, str):
+                    line[key] = scrub_text(value, mask=mask)
+                else:
+                    line[key] = redact(value, mask=mask)
         return line
 
 
@@ -237,7 +246,7 @@ class JsonFormatter(logging.Formatter):
         self.fields = fields
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(self.fields.build(record), default=str)
+        return _JSON.encode(self.fields.build(record))
 
 
 class DirectLog:
@@ -265,7 +274,7 @@ class DirectLog:
             time.time(), logging.getLevelName(level), self.logger.name, message, fields
         )
         try:
-            text = json.dumps(line, default=str) + handler.terminator
+            text = _JSON.encode(line) + handler.terminator
             handler.acquire()
             try:
                 handler.stream.write(text)
