@@ -100,8 +100,11 @@ class ClientChangeMarker:
     def replace(self) -> None:
         """New content, swapped in whole (a reader never sees a half-written file)."""
         staging = self.path.with_name(f"{self.path.name}.{secrets.token_hex(8)}")
-        staging.write_bytes(secrets.token_bytes(16))
-        staging.replace(self.path)
+        try:
+            staging.write_bytes(secrets.token_bytes(16))
+            staging.replace(self.path)
+        finally:
+            staging.unlink(missing_ok=True)
 
 
 def client_change_marker(settings: Settings) -> ClientChangeMarker | None:

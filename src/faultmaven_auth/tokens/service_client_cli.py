@@ -162,7 +162,14 @@ async def _invalidate_servers(settings: Settings, organization_id: uuid.UUID | N
 
     marker = client_change_marker(settings)
     if marker is not None:
-        marker.replace()
+        try:
+            marker.replace()
+        except OSError as exc:
+            # Committed, but a running server may keep its cached check: say so loudly.
+            raise click.ClickException(
+                f"SERVICE_CLIENT_MARKER_FAILED: the client is revoked, but {marker.path} "
+                f"could not be replaced ({exc.strerror}); restart running servers"
+            ) from exc
     if settings.uses_in_process_store:
         return
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
