@@ -64,7 +64,7 @@ from faultmaven_auth.sso.oidc_http import OidcHttp
 from faultmaven_auth.storage.db import Database, DatabaseAtCapacity, create_engine
 from faultmaven_auth.storage.kv import StoreUnavailable, build_kv_store
 from faultmaven_auth.tokens.access import AccessTokenCodec
-from faultmaven_auth.tokens.client_credentials import ClientCredentials
+from faultmaven_auth.tokens.client_credentials import ClientCredentials, client_change_marker
 from faultmaven_auth.tokens.endpoints import router as tokens_router
 from faultmaven_auth.tokens.endpoints import well_known
 from faultmaven_auth.tokens.keys import (
@@ -187,6 +187,7 @@ async def build_runtime(
         principals=principals,
         client_authorities=client_authorities,
         client_credentials=client_credentials,
+        client_changes=client_change_marker(settings),
         metrics=metrics,
         activity=ActivityTracker(
             kv,

@@ -22,7 +22,7 @@ from faultmaven_auth.observability.metrics import Metrics
 from faultmaven_auth.storage.db import Database
 from faultmaven_auth.storage.kv import KeyValueStore
 from faultmaven_auth.tokens.access import AccessTokenCodec
-from faultmaven_auth.tokens.client_credentials import ClientCredentials
+from faultmaven_auth.tokens.client_credentials import ClientChangeMarker, ClientCredentials
 from faultmaven_auth.tokens.keys import KeyCipher, KeyRing
 from faultmaven_auth.tokens.principal_cache import GenerationCache, PrincipalCache
 from faultmaven_auth.tokens.verified_tokens import VerifiedTokenCache
@@ -41,6 +41,8 @@ class Runtime:
     principals: PrincipalCache
     client_authorities: GenerationCache[uuid.UUID, bool]  # service clients' authority held
     client_credentials: ClientCredentials
+    # In-process store on SQLite: what the CLI rewrites on a revocation (else None).
+    client_changes: ClientChangeMarker | None
     metrics: Metrics
     activity: ActivityTracker
     tracer: Tracer  # the no-op tracer when tracing is off

@@ -33,7 +33,12 @@ from tests.conftest import (
     sign_up,
 )
 from tests.tokens.conftest import access_claims, bearer, run_cli, sign_with_current_key
-from tests.tokens.test_introspection import INTROSPECT, create_service_client, introspect
+from tests.tokens.test_introspection import (
+    INTROSPECT,
+    ServiceClient,
+    create_service_client,
+    introspect,
+)
 
 ME = "/api/v1/auth/me"
 
@@ -86,11 +91,10 @@ def statements(runtime: Runtime) -> Iterator[list[str]]:
 
 
 async def test_a_warm_me_and_introspection_read_no_database(
-    client: httpx.AsyncClient, owner: Account, statements: list[str], backend: str
+    client: httpx.AsyncClient, owner: Account, statements: list[str]
 ) -> None:
-    """Once cached, /me and introspection of an access token send no SQL; with the
-    in-process store, introspection still reads the service client's own row (the CLI
-    could not tell this process of a revocation otherwise)."""
+    """Once cached, /me and introspection of an access token send no SQL, on the
+    embedded default too (the CLI's revocations reach it through the marker file)."""
     service = await create_service_client(client, owner)
     await warm(client, owner.headers)
     for _ in range(2):
@@ -98,10 +102,7 @@ async def test_a_warm_me_and_introspection_read_no_database(
     statements.clear()
     assert (await me(client, owner.headers)).status_code == 200
     assert (await introspect(client, service, owner.access_token))["active"] is True
-    assert principal_reads(statements) == []
-    client_rows = [s for s in statements if "FROM service_clients" in s]
-    assert statements == client_rows
-    assert len(client_rows) == (1 if backend == "embedded" else 0)
+    assert statements == []
 
 
 async def test_demoted_admin_is_refused_on_the_next_request(
@@ -279,6 +280,36 @@ async def test_cli_revocation_holds_at_once_in_a_running_app(private_sqlite: Set
         service = await create_service_client(client, owner)
         for _ in range(2):
             assert (await introspect(client, service, owner.access_token))["active"] is True
+        await run_cli(private_sqlite, "service-clients", "revoke", service.client_id)
+        refused = await client.post(
+            INTROSPECT, auth=service.auth, data={"token": owner.access_token}
+        )
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "INVALID_CLIENT"
+
+
+async def test_cli_revocation_of_a_cached_platform_client_holds_at_once(
+    private_sqlite: Settings,
+) -> None:
+    """A platform client made by the CLI is checked from its row once, then from the
+    cache; the CLI's revocation (another process) refuses its very next request."""
+    async with running_app(private_sqlite) as app, client_for(app) as client:
+        owner = await sign_up(client, "Operator")
+        made = await run_cli(private_sqlite, "service-clients", "create", "--name", "edge")
+        service = ServiceClient(made["client_id"], made["client_secret"])
+        engine = app.state.runtime.db.engine.sync_engine
+        seen: list[str] = []
+
+        def record(*args: Any) -> None:
+            seen.append(str(args[2]))
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            for _ in range(3):
+                assert (await introspect(client, service, owner.access_token))["active"] is True
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        assert len([s for s in seen if "FROM service_clients" in s]) == 1
         await run_cli(private_sqlite, "service-clients", "revoke", service.client_id)
         refused = await client.post(
             INTROSPECT, auth=service.auth, data={"token": owner.access_token}

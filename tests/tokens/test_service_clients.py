@@ -419,6 +419,28 @@ async def test_cli_revoke_of_an_unknown_client_fails(private_sqlite: Settings) -
     assert "SERVICE_CLIENT_NOT_FOUND" in result.output
 
 
+async def test_cli_revoke_says_so_when_running_servers_cannot_be_told(
+    private_sqlite: Settings,
+) -> None:
+    """On SQLite without Redis, a marker that cannot be replaced makes the revocation
+    exit 1 naming SERVICE_CLIENT_MARKER_FAILED (restart the servers); it is revoked."""
+    made = await run_cli(private_sqlite, "service-clients", "create", "--name", "edge")
+    marker = private_sqlite.sqlite_path()
+    assert marker is not None
+    marker.with_name(marker.name + ".service-clients").mkdir()  # no file can replace it
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli_main,
+        ["service-clients", "revoke", made["client_id"]],
+        env=cli_env(private_sqlite),
+    )
+    assert result.exit_code == 1
+    assert "SERVICE_CLIENT_MARKER_FAILED" in result.output
+    listed = await run_cli(private_sqlite, "service-clients", "list")
+    (client,) = [c for c in listed["service_clients"] if c["client_id"] == made["client_id"]]
+    assert client["revoked_at"] is not None
+
+
 async def test_cli_create_for_an_unknown_organization_fails(private_sqlite: Settings) -> None:
     """`create --organization-id` with an unknown or deleted organization exits 1, cleanly."""
     async with running_app(private_sqlite) as app, client_for(app) as client:

@@ -11,15 +11,17 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faultmaven_auth.errors import error_body
 from faultmaven_auth.observability.context import bind_client, bind_request_id, clear_context
+from faultmaven_auth.observability.logging import DirectLog
+from faultmaven_auth.observability.request_ids import new_request_id
 
 logger = logging.getLogger("faultmaven_auth.request")
+access_log = DirectLog(logger)
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # Probes and scrapes are logged at DEBUG: at INFO they would drown real traffic.
@@ -65,7 +67,7 @@ def choose_request_id(incoming: bytes | None) -> str:
         candidate = incoming.decode("latin-1")
         if _SAFE_REQUEST_ID.match(candidate):
             return candidate
-    return str(uuid.uuid4())
+    return new_request_id()
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -132,7 +134,7 @@ class RequestContextMiddleware:
                 "user_agent": agent,
             }
             if self.log_request_start:
-                logger.log(level, "Request started", extra=fields)
+                access_log.log(level, "Request started", fields)
         status = 500
         response_started = False
 
@@ -160,10 +162,10 @@ class RequestContextMiddleware:
         finally:
             if log:
                 duration_ms = round((time.perf_counter() - started) * 1000, 2)
-                logger.log(
+                access_log.log(
                     level,
                     "Request completed",
-                    extra={**fields, "status_code": status, "duration_ms": duration_ms},
+                    {**fields, "status_code": status, "duration_ms": duration_ms},
                 )
             clear_context()
 

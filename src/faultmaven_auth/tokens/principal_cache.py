@@ -75,11 +75,15 @@ async def complete_generations(
     None if another request created it first (then this request's load is not cached:
     it cannot know under which generation it was made)."""
     parts: list[str | None] = []
+    created: dict[str, str | None] = {}  # a platform client lists one key twice
     for key, value in zip(keys, seen, strict=True):
-        if value is None:
+        if value is None and key in created:
+            value = created[key]
+        elif value is None:
             value = _new_generation()
             if not await kv.set_if_absent(key, value, GENERATION_TTL_SECONDS):
                 value = None
+            created[key] = value
         parts.append(value)
     return Generations(*parts)
 

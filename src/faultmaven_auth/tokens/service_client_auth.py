@@ -10,8 +10,11 @@ are remembered by an HMAC under a per-process random key (never the secret itsel
 and the client's check is valid only under its organization's generation (platform
 clients: the generation of everything), which every revocation, deactivation, role or
 organization change replaces (``principal_writes``; the operator's CLI replaces it too).
-With the in-process store the CLI, another process, cannot reach that generation, so
-the row is read on every request there, and a revocation holds at once either way.
+With the in-process store the CLI, another process, cannot reach that generation. On
+SQLite the CLI then rewrites a marker file beside the database after each revocation
+(``ClientChangeMarker``) and a cached check holds only while the marker is unchanged;
+on a database server without a shared store the row is read on every request. A
+revocation holds at once either way.
 """
 
 from __future__ import annotations
@@ -71,8 +74,12 @@ async def authenticate_service_client(runtime: Runtime, header: str | None) -> A
     """The client the Basic credentials prove, or 401 ``INVALID_CLIENT``."""
     client_id, secret = parse_basic_auth(header)
     fingerprint = runtime.client_credentials.fingerprint(client_id, secret)
+    marker = runtime.client_changes
     shared_store = not runtime.settings.uses_in_process_store
-    known = runtime.client_credentials.get(fingerprint) if shared_store else None
+    cacheable = shared_store or marker is not None
+    # Read before the row: a revocation committed after this read replaces the marker.
+    tag = marker.current() if marker is not None and not shared_store else None
+    known = runtime.client_credentials.get(fingerprint, tag) if cacheable else None
     if known is not None:
         keys = _generation_keys(known.organization_id)
         seen = Generations(*await runtime.kv.get_many(keys))
@@ -82,11 +89,13 @@ async def authenticate_service_client(runtime: Runtime, header: str | None) -> A
     if client is None:
         runtime.client_credentials.forget(fingerprint)
         raise _client_auth_failed()
-    if client.organization_id is None and not shared_store:
+    if client.organization_id is None and not cacheable:
         return client  # a platform client: the operator's, not a tenant's
     keys = _generation_keys(client.organization_id)
     seen = Generations(*await runtime.kv.get_many(keys))
     if not shared_store and runtime.client_authorities.get(client.id, seen):
+        if cacheable:
+            runtime.client_credentials.put(fingerprint, client, tag)
         return client
     # Settled before the checks below, so a change committed after them replaces it.
     generations = seen if seen.complete else await complete_generations(runtime.kv, keys, seen)
@@ -103,8 +112,8 @@ async def authenticate_service_client(runtime: Runtime, header: str | None) -> A
             runtime.client_credentials.forget(fingerprint)
             raise _client_auth_failed()
     runtime.client_authorities.put(client.id, True, generations)
-    if shared_store:
-        runtime.client_credentials.put(fingerprint, client)
+    if cacheable:
+        runtime.client_credentials.put(fingerprint, client, tag)
     return client
 
 

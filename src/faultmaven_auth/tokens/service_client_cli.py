@@ -150,14 +150,26 @@ def service_clients_revoke(client_id: str) -> None:
 
 
 async def _invalidate_servers(settings: Settings, organization_id: uuid.UUID | None) -> None:
-    """Running servers sharing a store drop what they cached about the client at once.
+    """Running servers drop what they cached about the client at once.
 
-    With the in-process store there is nothing to reach: servers then read the client's
-    row on every request (``service_client_auth``), so the revocation holds anyway.
+    Servers sharing a store hear of it through the generations there. With the
+    in-process store on SQLite the marker beside the database is replaced; on another
+    database the servers read the client's row on every request (``service_client_auth``).
     """
     from faultmaven_auth.storage.kv import build_kv_store
+    from faultmaven_auth.tokens.client_credentials import client_change_marker
     from faultmaven_auth.tokens.principal_cache import invalidate_principals
 
+    marker = client_change_marker(settings)
+    if marker is not None:
+        try:
+            marker.replace()
+        except OSError as exc:
+            # Committed, but a running server may keep its cached check: say so loudly.
+            raise click.ClickException(
+                f"SERVICE_CLIENT_MARKER_FAILED: the client is revoked, but {marker.path} "
+                f"could not be replaced ({exc.strerror}); restart running servers"
+            ) from exc
     if settings.uses_in_process_store:
         return
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
