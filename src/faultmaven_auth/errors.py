@@ -288,11 +288,26 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
+# Tags of request bodies that are one of several shapes (a tagged union, such as an SSO
+# provider's type): pydantic puts the tag in each error's location, but the client
+# sent no such field, so it is left out of ``field``.
+BODY_SHAPE_TAGS: set[str] = set()
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = list(loc)
+    if parts[:1] == ["body"]:
+        parts = parts[1:]
+        if parts and parts[0] in BODY_SHAPE_TAGS:
+            parts = parts[1:]
+    return ".".join(str(part) for part in parts)
+
+
 def _describe_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # The rejected input is deliberately left out: it may be a password or a token.
     return [
         {
-            "field": ".".join(str(part) for part in err.get("loc", ()) if part != "body"),
+            "field": _field(tuple(err.get("loc", ()))),
             "type": err.get("type", "invalid"),
             "message": err.get("msg", "invalid"),
         }

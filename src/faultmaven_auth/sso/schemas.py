@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from faultmaven_auth.errors import BODY_SHAPE_TAGS
 from faultmaven_auth.schemas import FreeText, Password, RequestModel, ResponseModel
 
 _DOMAIN = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
@@ -117,7 +118,9 @@ class AttributeMapping(RequestModel):
     groups: str = Field(default="groups", min_length=1, max_length=255)
 
 
-MetadataXml = Annotated[FreeText, Field(min_length=1, max_length=1024 * 1024)]
+# Uploaded metadata stays well inside the request body limit (MAX_REQUEST_BODY_BYTES,
+# 1 MiB by default), so an over-long document is a 422 naming this field, not a 413.
+MetadataXml = Annotated[FreeText, Field(min_length=1, max_length=512 * 1024)]
 EntityId = Annotated[str, Field(min_length=1, max_length=1024)]
 
 
@@ -181,7 +184,11 @@ _SAML_ONLY = frozenset(SamlProviderUpdate.model_fields) - frozenset(OidcProvider
 
 
 def _create_type(value: Any) -> str:
-    found = value.get("provider_type") if isinstance(value, dict) else value.provider_type
+    # Anything but an object (an array body, say) is checked as the default shape,
+    # which refuses it with a 422 like any other body.
+    found = value.get("provider_type") if isinstance(value, dict) else None
+    if isinstance(value, SamlProviderCreate):
+        found = "saml"
     return "saml" if found == "saml" else "oidc"
 
 
@@ -193,6 +200,7 @@ def _update_type(value: Any) -> str:
     return "oidc"
 
 
+BODY_SHAPE_TAGS.update({"oidc", "saml"})
 SsoProviderCreate = Annotated[
     Annotated[OidcProviderCreate, Tag("oidc")] | Annotated[SamlProviderCreate, Tag("saml")],
     Discriminator(_create_type),
