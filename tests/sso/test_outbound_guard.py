@@ -3,6 +3,7 @@ admin cannot make the service fetch from its own network through an issuer URL."
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import secrets
 import socket
@@ -148,4 +149,24 @@ async def test_refused_addresses_never_reach_the_network() -> None:
             await http.get("http://localhost/")
         with pytest.raises(AddressNotAllowed):
             await http.get("http://169.254.169.254/latest/meta-data/")
+    assert recorder.seen == []
+
+
+async def test_a_resolver_that_never_answers_counts_against_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lookup before the check is bounded like the connection itself."""
+    loop = asyncio.get_running_loop()
+
+    async def never(*_args: object, **_kwargs: object) -> list[object]:
+        await asyncio.Event().wait()
+        return []
+
+    monkeypatch.setattr(loop, "getaddrinfo", never)
+    recorder = _Recorder()
+    async with httpx.AsyncClient(
+        transport=GuardedTransport([], inner=recorder), timeout=0.2
+    ) as http:
+        with pytest.raises(httpx.ConnectTimeout):
+            await http.get("https://idp.example.com/.well-known/openid-configuration")
     assert recorder.seen == []

@@ -66,14 +66,19 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         self._allowed = tuple(allowed_networks)
         self._inner = inner or httpx.AsyncHTTPTransport(trust_env=False)
 
-    async def _resolve(self, host: str, port: int) -> IPAddress:
+    async def _resolve(self, host: str, port: int, limit: float | None) -> IPAddress:
         try:
             return ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             pass
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            # The lookup counts against the connect timeout: a resolver that never
+            # answers must not hold a login open.
+            async with asyncio.timeout(limit):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout("resolving the host timed out") from exc
         except OSError as exc:
             raise httpx.ConnectError(f"cannot resolve the host ({exc.strerror})") from exc
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
@@ -90,7 +95,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         url = request.url
         host = url.host
         port = url.port or (443 if url.scheme == "https" else 80)
-        address = await self._resolve(host, port)
+        timeouts = request.extensions.get("timeout", {})
+        address = await self._resolve(host, port, timeouts.get("connect"))
         if not address_allowed(address, self._allowed):
             raise AddressNotAllowed("the address is not public")
         # Connect to the checked address; the Host header (set when the request was
