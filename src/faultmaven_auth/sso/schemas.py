@@ -58,10 +58,39 @@ class ClaimMapping(RequestModel):
     groups: str = Field(default="groups", min_length=1, max_length=100)
 
 
-class OidcProviderCreate(RequestModel):
-    provider_type: Literal["oidc"] = "oidc"
+class _ProviderCreate(RequestModel):
+    """What every provider type has: the settings kept in ``sso_providers`` columns."""
+
     name: str = Field(min_length=1, max_length=200)
     enabled: bool = True
+    allowed_domains: list[Domain] = Field(min_length=1, max_length=50)
+    jit_enabled: bool = False
+    # None: the system role "member".
+    default_role_id: uuid.UUID | None = None
+    group_role_map: dict[str, uuid.UUID] = Field(default_factory=dict, max_length=100)
+    sso_required: bool = False
+    sync_roles: bool = False
+
+    _check_domains = field_validator("allowed_domains")(_domains)
+
+
+class _ProviderUpdate(RequestModel):
+    """The shared settings of a PATCH: only the fields sent change."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    enabled: bool | None = None
+    allowed_domains: list[Domain] | None = Field(default=None, min_length=1, max_length=50)
+    jit_enabled: bool | None = None
+    default_role_id: uuid.UUID | None = None
+    group_role_map: dict[str, uuid.UUID] | None = Field(default=None, max_length=100)
+    sso_required: bool | None = None
+    sync_roles: bool | None = None
+
+    _check_domains = field_validator("allowed_domains")(_domains)
+
+
+class OidcProviderCreate(_ProviderCreate):
+    provider_type: Literal["oidc"] = "oidc"
     issuer: Url
     client_id: str = Field(min_length=1, max_length=255)
     client_secret: Password = Field(min_length=1, max_length=1024)
@@ -72,24 +101,14 @@ class OidcProviderCreate(RequestModel):
     # False only for providers that never send ``email_verified`` (Entra ID): the email
     # is then trusted like a SAML assertion's, on the organization's verified domains.
     require_email_verified: bool = True
-    allowed_domains: list[Domain] = Field(min_length=1, max_length=50)
-    jit_enabled: bool = False
-    # None: the system role "member".
-    default_role_id: uuid.UUID | None = None
-    group_role_map: dict[str, uuid.UUID] = Field(default_factory=dict, max_length=100)
-    sso_required: bool = False
-    sync_roles: bool = False
 
-    _check_domains = field_validator("allowed_domains")(_domains)
     _check_scopes = field_validator("scopes")(_scopes)
 
 
-class OidcProviderUpdate(RequestModel):
-    """Only the fields sent change; a new issuer is discovered again before it is kept."""
+class OidcProviderUpdate(_ProviderUpdate):
+    """A new issuer is discovered again before it is kept."""
 
     provider_type: Literal["oidc"] | None = None
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    enabled: bool | None = None
     issuer: Url | None = None
     client_id: str | None = Field(default=None, min_length=1, max_length=255)
     client_secret: Password | None = Field(default=None, min_length=1, max_length=1024)
@@ -98,14 +117,7 @@ class OidcProviderUpdate(RequestModel):
     claim_mapping: ClaimMapping | None = None
     use_userinfo: bool | None = None
     require_email_verified: bool | None = None
-    allowed_domains: list[Domain] | None = Field(default=None, min_length=1, max_length=50)
-    jit_enabled: bool | None = None
-    default_role_id: uuid.UUID | None = None
-    group_role_map: dict[str, uuid.UUID] | None = Field(default=None, max_length=100)
-    sso_required: bool | None = None
-    sync_roles: bool | None = None
 
-    _check_domains = field_validator("allowed_domains")(_domains)
     _check_scopes = field_validator("scopes")(_scopes)
 
 
@@ -124,10 +136,8 @@ MetadataXml = Annotated[FreeText, Field(min_length=1, max_length=512 * 1024)]
 EntityId = Annotated[str, Field(min_length=1, max_length=1024)]
 
 
-class SamlProviderCreate(RequestModel):
+class SamlProviderCreate(_ProviderCreate):
     provider_type: Literal["saml"]
-    name: str = Field(min_length=1, max_length=200)
-    enabled: bool = True
     # Exactly one: the IdP's metadata document, or an https URL it is fetched from
     # (once, now; send it again to refresh).
     idp_metadata_xml: MetadataXml | None = None
@@ -136,14 +146,6 @@ class SamlProviderCreate(RequestModel):
     idp_entity_id: EntityId | None = None
     attribute_mapping: AttributeMapping = Field(default_factory=AttributeMapping)
     allow_idp_initiated: bool = False
-    allowed_domains: list[Domain] = Field(min_length=1, max_length=50)
-    jit_enabled: bool = False
-    default_role_id: uuid.UUID | None = None
-    group_role_map: dict[str, uuid.UUID] = Field(default_factory=dict, max_length=100)
-    sso_required: bool = False
-    sync_roles: bool = False
-
-    _check_domains = field_validator("allowed_domains")(_domains)
 
     @model_validator(mode="after")
     def _one_metadata_source(self) -> SamlProviderCreate:
@@ -152,26 +154,15 @@ class SamlProviderCreate(RequestModel):
         return self
 
 
-class SamlProviderUpdate(RequestModel):
-    """Only the fields sent change; new metadata (or a new idp_entity_id) is checked
-    again before it is kept."""
+class SamlProviderUpdate(_ProviderUpdate):
+    """New metadata (or a new idp_entity_id) is checked again before it is kept."""
 
     provider_type: Literal["saml"] | None = None
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    enabled: bool | None = None
     idp_metadata_xml: MetadataXml | None = None
     idp_metadata_url: Url | None = None
     idp_entity_id: EntityId | None = None
     attribute_mapping: AttributeMapping | None = None
     allow_idp_initiated: bool | None = None
-    allowed_domains: list[Domain] | None = Field(default=None, min_length=1, max_length=50)
-    jit_enabled: bool | None = None
-    default_role_id: uuid.UUID | None = None
-    group_role_map: dict[str, uuid.UUID] | None = Field(default=None, max_length=100)
-    sso_required: bool | None = None
-    sync_roles: bool | None = None
-
-    _check_domains = field_validator("allowed_domains")(_domains)
 
     @model_validator(mode="after")
     def _one_metadata_source(self) -> SamlProviderUpdate:
