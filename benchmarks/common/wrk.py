@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 LUA_DIR = Path(__file__).resolve().parents[1] / "load" / "lua"
 RESULT_PREFIX = "BENCH_RESULT "
@@ -61,6 +62,39 @@ def run_plain(url: str, *, seconds: int, connections: int, headers: dict[str, st
 
 
 @dataclass(frozen=True)
+class Timed:
+    """Latencies of the tagged answers: how many, and percentiles (None: none of the kind)."""
+
+    admitted: int
+    admitted_p50_ms: float | None
+    refused: int
+    refused_p50_ms: float | None
+    refused_p99_ms: float | None
+    # Admitted answers by the kind of request ("me", "refresh", "login"): (count, p50, p99).
+    by_kind: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+
+
+def _ms(microseconds: int) -> float | None:
+    return None if microseconds < 0 else microseconds / 1000
+
+
+def _timed(data: dict[str, Any] | None) -> Timed | None:
+    if not data or not (data["admitted"] or data["refused"]):
+        return None
+    return Timed(
+        admitted=data["admitted"],
+        admitted_p50_ms=_ms(data["admitted_p50_us"]),
+        refused=data["refused"],
+        refused_p50_ms=_ms(data["refused_p50_us"]),
+        refused_p99_ms=_ms(data["refused_p99_us"]),
+        by_kind={
+            kind: (int(n), p50 / 1000, p99 / 1000)
+            for kind, (n, p50, p99) in data.get("admitted_by_kind", {}).items()
+        },
+    )
+
+
+@dataclass(frozen=True)
 class WrkResult:
     """One Lua-scripted run: responses by status, error codes, latency percentiles."""
 
@@ -74,6 +108,9 @@ class WrkResult:
     codes: dict[str, int] = field(default_factory=dict)  # "503 OVERLOADED" -> count
     extra: dict[str, int] = field(default_factory=dict)  # script-specific counters
     errors: dict[str, int] = field(default_factory=dict)  # socket errors, timeouts
+    # Scripts that tag their requests (common.lua's tagged/timed): each answer's own
+    # latency, admitted and refused apart; p99_admitted_ms is then exact, not a bound.
+    timed: Timed | None = None
 
     @property
     def rps(self) -> float:
@@ -119,6 +156,7 @@ def parse_result_line(text: str) -> WrkResult:
         codes={str(k): int(v) for k, v in data["codes"].items()},
         extra={str(k): int(v) for k, v in data["extra"].items()},
         errors={str(k): int(v) for k, v in data["errors"].items()},
+        timed=_timed(data.get("timed")),
     )
 
 

@@ -328,9 +328,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
-        # FastAPI's own spans (made only when a global provider is set) would be roots of
-        # their own next to ServerSpanMiddleware's; with tracing on, ours are the spans.
-        telemetry=None if tracing is None else {"tracing": False},
+        # FastAPI's own telemetry is off: its spans would be roots of their own next to
+        # ServerSpanMiddleware's, its metrics duplicate ours, and its logs would carry
+        # exception messages. Left on, it looks up the global OpenTelemetry providers
+        # (environment reads) on every request even when none is set.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # Query and path parameters of every route, like bodies, refuse control characters.
         dependencies=[Depends(refuse_unsafe_parameters)],
     )

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,12 @@ RESULT_LINE = (
     '"status":{"200":900,"503":95,"500":5},"codes":{"503 OVERLOADED":95},'
     '"extra":{"refresh_starved":4},"errors":{"connect":0,"read":0,"write":0,"timeout":0}}'
 )
+TIMED_LINE = RESULT_LINE.replace(
+    '"errors"',
+    '"timed":{"admitted":905,"admitted_p50_us":4100,"refused":95,"refused_p50_us":500300,'
+    '"refused_p99_us":700000,"admitted_by_kind":{"me":[880,4000,90000],"login":[25,9000,'
+    '800000]}},"errors"',
+)
 
 
 def test_wrk_latency_units_are_converted_to_milliseconds() -> None:
@@ -105,6 +112,15 @@ def test_script_result_line_counts_responses_by_status_and_code() -> None:
     assert (result.p50_ms, result.p99_ms, result.p99_admitted_ms) == (20.5, 180, 250)
     with pytest.raises(ValueError, match="no BENCH_RESULT line"):
         parse_result_line("Running 4s test\n")
+    assert result.timed is None  # an untagged script: p99 admitted is a bound
+
+
+def test_tagged_script_result_has_admitted_and_refused_latencies_apart() -> None:
+    timed = parse_result_line(TIMED_LINE).timed
+    assert timed is not None
+    assert (timed.admitted, timed.admitted_p50_ms) == (905, 4.1)
+    assert (timed.refused, timed.refused_p50_ms, timed.refused_p99_ms) == (95, 500.3, 700)
+    assert timed.by_kind == {"me": (880, 4.0, 90.0), "login": (25, 9.0, 800.0)}
 
 
 def _result(
@@ -434,11 +450,37 @@ class _RefreshStub(http.server.BaseHTTPRequestHandler):
         return
 
 
-@pytest.fixture
-def refresh_stub() -> Iterator[str]:
-    _RefreshStub.sent.clear()
-    _RefreshStub.issued.clear()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefreshStub)
+class _MixedStub(http.server.BaseHTTPRequestHandler):
+    """GET /me answers 200 at once; a login is refused (503 OVERLOADED) after
+    ``REFUSAL_DELAY`` seconds. Every answer echoes the request's X-Request-ID."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
+    REFUSAL_DELAY = 0.05
+
+    def do_GET(self) -> None:
+        self._answer(200, {"id": "u"})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        time.sleep(self.REFUSAL_DELAY)
+        self._answer(503, {"error": {"code": "OVERLOADED"}})
+
+    def _answer(self, status: int, body: dict[str, object]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.send_header("x-request-id", self.headers.get("x-request-id", "none"))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -447,6 +489,49 @@ def refresh_stub() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def refresh_stub() -> Iterator[str]:
+    _RefreshStub.sent.clear()
+    _RefreshStub.issued.clear()
+    yield from _serve(_RefreshStub)
+
+
+@pytest.fixture
+def mixed_stub() -> Iterator[str]:
+    yield from _serve(_MixedStub)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is installed by `make bench`")
+def test_mixed_script_times_admitted_and_refused_answers_apart(
+    mixed_stub: str, tmp_path: Path
+) -> None:
+    """Every answer is matched to its request by the echoed request id (thousands per
+    thread, past the chunks the latencies leave the threads in); the slow refusals do
+    not count in the admitted percentiles."""
+    (tmp_path / "users.txt").write_text("user@example.com\n")
+    (tmp_path / "access.txt").write_text("token\n")
+    result = run_script(
+        "mixed",
+        mixed_stub,
+        seconds=2,
+        connections=4,
+        threads=2,
+        data={
+            "BENCH_USERS": str(tmp_path / "users.txt"),
+            "BENCH_ACCESS": str(tmp_path / "access.txt"),
+        },
+    )
+    timed = result.timed
+    assert timed is not None
+    assert result.refused > 0
+    assert result.ok > 2 * 200  # more than one chunk of latencies per thread
+    assert (timed.admitted, timed.refused) == (result.ok, result.refused)
+    assert set(timed.by_kind) == {"me"}  # refresh slots without a token went as /me
+    assert timed.refused_p50_ms is not None
+    assert timed.refused_p50_ms >= 1000 * _MixedStub.REFUSAL_DELAY
+    assert result.p99_admitted_ms == timed.by_kind["me"][2]
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is installed by `make bench`")

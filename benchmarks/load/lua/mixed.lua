@@ -1,7 +1,8 @@
 -- The mixed workload: per thread, 1 login : 10 refresh : 100 GET /me, in a fixed cycle of
 -- 111 requests. Refresh tokens are chained as in refresh.lua, and every login adds a
 -- fresh one to the queue; with the queue empty a refresh slot becomes a GET /me
--- (counted as "refresh_starved").
+-- (counted as "refresh_starved"). Every request is tagged, so admitted and refused
+-- answers have latencies of their own.
 local users, next_user = {}, 0
 local token_headers, next_token = {}, 0
 local json_headers = {["Content-Type"] = "application/json"}
@@ -17,7 +18,7 @@ end
 
 local function me()
   next_token = next_token % #token_headers + 1
-  return wrk.format("GET", "/api/v1/auth/me", token_headers[next_token])
+  return wrk.format("GET", "/api/v1/auth/me", tagged(token_headers[next_token], "me"))
 end
 
 function request()
@@ -25,19 +26,22 @@ function request()
   if slot == 1 then
     next_user = next_user % #users + 1
     local body = '{"email":"' .. users[next_user] .. '","password":"' .. PASSWORD .. '"}'
-    return wrk.format("POST", "/api/v1/auth/login", json_headers, body)
+    return wrk.format("POST", "/api/v1/auth/login", tagged(json_headers, "login"), body)
   elseif slot <= 11 then
     local token = pop()
     if token == nil then
       bump(extra_counts, "refresh_starved")
       return me()
     end
-    return wrk.format("POST", "/api/v1/auth/refresh", json_headers, '{"refresh_token":"' .. token .. '"}')
+    return wrk.format(
+      "POST", "/api/v1/auth/refresh", tagged(json_headers, "refresh"), '{"refresh_token":"' .. token .. '"}'
+    )
   end
   return me()
 end
 
 function response(status, headers, body)
+  timed(status, headers)
   count_response(status, body)
   if status == 200 then
     local token = refresh_token_of(body)

@@ -10,6 +10,15 @@ The middleware sits inside the request-context and HTTP-metrics middleware, so a
 has a request id and shows in ``http_requests_total{status="503"}``. Probes and scrapes
 (``/health``, ``/ready``, ``/metrics``) never wait: a busy worker is still alive.
 
+Waiters are served first come, first served while the queue is short-lived, and newest
+first once it has stood for ``STANDING_QUEUE_SECONDS`` ("adaptive LIFO", as in
+Maurer's "Fail at Scale", ACM Queue 2015). Under a sustained overload a first-come queue
+makes every admitted request wait the whole queue timeout before it even starts (p50 of
+admitted = the timeout); newest-first admits requests that have barely waited and lets
+the oldest time out, which they would have done anyway. The number refused is the same,
+each refusal still waits the full timeout (so a client that retries at once cannot turn
+refusals into a busy loop), and a brief burst is still served in order.
+
 Refusals from further in (a Redis or database pool that stayed exhausted) are marked on
 the request's scope state by the error handler (``errors.REFUSAL_STATE_KEY``) and counted
 here as well: every refusal is one ``http_requests_rejected_total{reason}`` increment and
@@ -21,6 +30,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,6 +44,8 @@ from faultmaven_auth.observability.refusal_log import RefusalLog
 logger = logging.getLogger("faultmaven_auth.admission")
 
 EXEMPT_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# A queue that has not emptied for this long is standing, not a burst: serve newest first.
+STANDING_QUEUE_SECONDS = 0.1
 
 
 def admission_refusal_log(**options: Any) -> RefusalLog:
@@ -51,6 +65,86 @@ class RefusalReporter:
         self._log.refused(reason)
 
 
+class RequestSlots:
+    """``limit`` slots and the requests waiting for one (adaptive LIFO, see above).
+
+    A freed slot goes straight to a waiter, so a newcomer never takes it ahead of the
+    queue. Each waiter has its own timer; when it fires the waiter is refused.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        standing_seconds: float = STANDING_QUEUE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._free = limit
+        self._standing_seconds = standing_seconds
+        self._clock = clock
+        # Every waiter, oldest on the left; expired or cancelled ones are skipped when met.
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+        self._waiting = 0  # waiters still waiting
+        self._queued_since = 0.0  # when the queue last went from empty to not empty
+
+    def try_acquire(self) -> bool:
+        """Take a free slot without waiting, unless others are already waiting."""
+        if self._free and not self._waiting:
+            self._free -= 1
+            return True
+        return False
+
+    async def acquire(self, timeout_seconds: float) -> bool:
+        """Wait up to ``timeout_seconds`` for a slot: true once it is ours."""
+        if self.try_acquire():
+            return True
+        if timeout_seconds <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        if not self._waiting:
+            self._queued_since = self._clock()
+        self._waiters.append(waiter)
+        self._waiting += 1
+        timer = loop.call_later(timeout_seconds, self._expire, waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.cancelled():
+                self._left()  # cancelled while waiting: it never had the slot
+            elif waiter.result():
+                self.release()  # granted, then cancelled before it could run
+            raise
+        finally:
+            timer.cancel()
+
+    def release(self) -> None:
+        while self._waiting:
+            waiter = self._waiters.pop() if self._standing() else self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                self._left()
+                return
+        self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def _standing(self) -> bool:
+        return self._clock() - self._queued_since >= self._standing_seconds
+
+    def _expire(self, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.done():
+            waiter.set_result(False)
+            self._left()
+
+    def _left(self) -> None:
+        self._waiting -= 1
+        if not self._waiting:
+            self._waiters.clear()  # only finished waiters remain
+
+
 class AdmissionMiddleware:
     """Bounds the requests in flight in this worker (pure ASGI: no per-request task)."""
 
@@ -63,7 +157,7 @@ class AdmissionMiddleware:
         reporter: RefusalReporter,
     ) -> None:
         self.app = app
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = RequestSlots(limit)
         self._queue_timeout = queue_timeout_seconds
         self._reporter = reporter
         self._refusal = Overloaded(retry_after=max(1.0, queue_timeout_seconds))
@@ -72,7 +166,7 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        if not await self._admit():
+        if not self._slots.try_acquire() and not await self._slots.acquire(self._queue_timeout):
             self._reporter.refused("overloaded")
             await self._refuse(send)
             return
@@ -83,20 +177,6 @@ class AdmissionMiddleware:
             reason = scope.get("state", {}).get(REFUSAL_STATE_KEY)
             if reason is not None:
                 self._reporter.refused(str(reason))
-
-    async def _admit(self) -> bool:
-        # ``locked`` is also true while others wait, so a newcomer never jumps the queue.
-        if not self._slots.locked():
-            await self._slots.acquire()  # returns without suspending: a slot is free
-            return True
-        if self._queue_timeout <= 0:
-            return False
-        try:
-            async with asyncio.timeout(self._queue_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            return False
-        return True
 
     async def _refuse(self, send: Send) -> None:
         refusal = self._refusal
