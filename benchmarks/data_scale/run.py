@@ -278,7 +278,23 @@ def write_report(
         for what, cost in metrics.costs.items():
             ok = "yes" if cost.wall_ms < 10 else ("CPU only" if cost.cpu_ms < 10 else "NO")
             lines.append(f"| {what} | {cost.wall_ms:.2f} | {cost.cpu_ms:.2f} | {ok} |")
-        lines.append("")
+        lines += [
+            "",
+            "### Where the rendering's time goes",
+            "",
+            "cProfile of `ExpositionRenderer.text` on the same registry (a scrape runs it in "
+            "a worker thread; the rest of `GET /metrics` is the difference between the rows "
+            "above): the functions with the most time of their own, as a share of the "
+            "profiled time (cProfile's own overhead inflates calls that are many and small).",
+            "",
+            "| own | inclusive | function |",
+            "|---:|---:|---|",
+            *(
+                f"| {own:.1%} | {inclusive:.1%} | `{frame}` |"
+                for frame, own, inclusive in metrics.profile
+            ),
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 

@@ -152,6 +152,9 @@ class Measurements:
     rss_mib: dict[str, float] = field(default_factory=dict)  # largest worker RSS seen
     db_connections: dict[str, int] = field(default_factory=dict)  # peak per worker
     redis_connections: dict[str, int] = field(default_factory=dict)  # peak per worker
+    # Mixed workload at its most connections, per round: mean PostgreSQL sessions of the
+    # service running a statement, and of those waiting for a lock.
+    lock_waits: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     profiles: dict[tuple[str, str], Profile] = field(default_factory=dict)  # (config, workload)
     hello_budgets: dict[int, list[CpuBudget]] = field(default_factory=dict)  # workers -> rounds
 
@@ -171,6 +174,23 @@ class Measurements:
 
 def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def timed_median(runs: Sequence[Sample], name: str) -> float | None:
+    """Median over rounds of one field of the runs' per-answer timings (``Timed``)."""
+    values = [getattr(s.result.timed, name) for s in runs if s.result.timed]
+    return median([v for v in values if v is not None])
+
+
+def kind_p99(runs: Sequence[Sample], kind: str) -> float | None:
+    """Median over rounds of the admitted p99 of one kind of request (mixed workload)."""
+    return median(
+        [
+            s.result.timed.by_kind[kind][2]
+            for s in runs
+            if s.result.timed and kind in s.result.timed.by_kind
+        ]
+    )
 
 
 def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float | None:

@@ -1,7 +1,9 @@
-"""What the harness watches beside wrk: /health latency and connections per worker."""
+"""What the harness watches beside wrk: /health latency, connections per worker, and
+PostgreSQL sessions waiting for a lock."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import statistics
 import threading
@@ -95,6 +97,57 @@ class ConnectionSampler:
 
     @contextmanager
     def running(self) -> Iterator[ConnectionSampler]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=10)
+
+
+# The service's sessions that are running a statement, and those of them waiting for a
+# lock another transaction holds (a row lock, or the end of the transaction holding it).
+LOCK_WAIT_QUERY = """
+SELECT count(*) FILTER (WHERE state = 'active') AS active,
+       count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock') AS waiting
+FROM pg_stat_activity
+WHERE datname = $1 AND pid <> pg_backend_pid()
+"""
+
+
+class LockWaitSampler:
+    """How many of the service's PostgreSQL sessions wait for a lock, every 0.1 s while a
+    run lasts: writers taking turns on the same rows show here, not in the CPU."""
+
+    def __init__(self, dsn: str, database: str) -> None:
+        self.dsn, self.database = dsn, database
+        self.samples: list[tuple[int, int]] = []  # (active, waiting for a lock)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.dsn, timeout=5)
+        try:
+            while not self._stop.is_set():
+                row = await conn.fetchrow(LOCK_WAIT_QUERY, self.database)
+                if row is not None:
+                    self.samples.append((int(row["active"]), int(row["waiting"])))
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+
+    @property
+    def mean(self) -> tuple[float, float] | None:
+        """Mean (active, waiting for a lock) sessions over the samples."""
+        if not self.samples:
+            return None
+        n = len(self.samples)
+        return sum(a for a, _ in self.samples) / n, sum(w for _, w in self.samples) / n
+
+    @contextmanager
+    def running(self) -> Iterator[LockWaitSampler]:
         self._thread.start()
         try:
             yield self

@@ -18,12 +18,14 @@ from benchmarks.load.model import (
     SINGLE_CONNECTIONS,
     SINGLE_WORKLOADS,
     Measurements,
+    Sample,
     cpu_ms,
     latency,
     median,
     median_ratio,
     mixed,
     ok_rps,
+    timed_median,
 )
 from benchmarks.load.targets import Target
 
@@ -114,11 +116,31 @@ def _workload_table(m: Measurements, config: str) -> list[str]:
     return rows
 
 
+def _pair(first: float | None, second: float | None) -> str:
+    return f"{_num(first, '{:.0f}')} / {_num(second, '{:.0f}')}"
+
+
+def _by_kind(runs: list[Sample]) -> str:
+    """Median over rounds of each kind's admitted p99, with the admitted count (all rounds)."""
+    kinds = sorted({k for s in runs if s.result.timed for k in s.result.timed.by_kind})
+    parts = []
+    for kind in kinds:
+        values = [
+            s.result.timed.by_kind[kind]
+            for s in runs
+            if s.result.timed and kind in s.result.timed.by_kind
+        ]
+        p99 = median([v[2] for v in values])
+        parts.append(f"{kind} {_num(p99, '{:.0f}')} (n={sum(v[0] for v in values)})")
+    return ", ".join(parts) or "—"
+
+
 def _mixed_table(m: Measurements, config: str) -> list[str]:
     rows = [
-        "| connections | responses/s | 2xx/s | p50 ms | p99 ms | p99 admitted ms "
-        "| CPU ms/req | 500s | responses (all rounds) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| connections | responses/s | 2xx/s | p50 ms | p99 ms | admitted p50 / p99 ms "
+        "| refused p50 / p99 ms | admitted p99 by kind, ms | CPU ms/req | 500s "
+        "| responses (all rounds) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for connections in MIXED_CONNECTIONS:
         runs = m.runs(config, mixed(connections))
@@ -131,7 +153,9 @@ def _mixed_table(m: Measurements, config: str) -> list[str]:
             f"| {_num(median([s.result.ok_rps for s in runs]))} "
             f"| {_num(median([s.result.p50_ms for s in runs]), '{:.1f}')} "
             f"| {_num(median([s.result.p99_ms for s in runs]), '{:.1f}')} "
-            f"| {_num(median([s.result.p99_admitted_ms for s in runs]), '{:.1f}')} "
+            f"| {_pair(timed_median(runs, 'admitted_p50_ms'), median([s.result.p99_admitted_ms for s in runs]))} "
+            f"| {_pair(timed_median(runs, 'refused_p50_ms'), timed_median(runs, 'refused_p99_ms'))} "
+            f"| {_by_kind(runs)} "
             f"| {_num(median([s.cpu_ms for s in runs if s.cpu_ms is not None]), '{:.2f}')} "
             f"| {sum(s.result.server_errors for s in runs)} | {_statuses(status, codes)}"
             f"{f'; refresh slots sent as /me (no token left): {starved}' if starved else ''} |"

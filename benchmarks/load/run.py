@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from benchmarks.common.machine import describe_machine, git_commit, utc_now
 from benchmarks.common.service import ROOT
 from benchmarks.load.backends import Backend, Options, close_backend, prepare_backend
-from benchmarks.load.model import CONFIG_BY_KEY, CONFIGS, MIXED_CONNECTIONS, Measurements
+from benchmarks.load.model import CONFIG_BY_KEY, CONFIGS, MIXED_CONNECTIONS, Measurements, mixed
 from benchmarks.load.references import (
     ARGON2_ALTERNATIVES,
     argon2_verify_rate,
@@ -37,7 +37,7 @@ from faultmaven_auth.config import Settings
 REPORT = ROOT / "benchmarks" / "results" / "load.md"
 SIZING = ROOT / "docs" / "sizing.md"
 QUICK_MIXED = (32, 512)
-PROFILED = ("login", "refresh", "me", "introspect")
+PROFILED = ("login", "refresh", "me", "introspect", mixed(max(MIXED_CONNECTIONS)))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,6 +100,7 @@ def _admission_settings() -> dict[str, str]:
         "MAX_CONCURRENT_REQUESTS": str(settings.max_concurrent_requests),
         "REQUEST_QUEUE_TIMEOUT_SECONDS": f"{settings.request_queue_timeout_seconds:g}",
         "PASSWORD_HASH_THREADS": str(settings.password_hash_threads or "cores ÷ workers (default)"),
+        "PASSWORD_HASH_QUEUE_TIMEOUT_SECONDS": f"{settings.password_hash_queue_timeout_seconds:g}",
     }
 
 

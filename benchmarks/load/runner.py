@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmarks.common.profile import NO_PY_SPY, record_while, split_samples, summarize_samples
-from benchmarks.common.service import ServiceProcess
+from benchmarks.common.service import PG_ADMIN_DSN, ServiceProcess
 from benchmarks.common.wrk import WrkResult, run_script
 from benchmarks.load.backends import (
     ACCESS_TOKENS,
@@ -38,7 +38,7 @@ from benchmarks.load.model import (
     ServiceConfig,
     mixed,
 )
-from benchmarks.load.probes import ConnectionSampler, HealthProber, LoopWait
+from benchmarks.load.probes import ConnectionSampler, HealthProber, LockWaitSampler, LoopWait
 from benchmarks.load.references import argon2_verify_rate
 
 # Runs at 128 connections and more last at least this long (see _mixed), logins half.
@@ -109,6 +109,8 @@ class ConfigRound:
                     self.backend.refresh_pool += out.read_text().split() if out.exists() else []
                 elif workload == "refresh":
                     self._with_tokens(server, "refresh", SINGLE_CONNECTIONS, 48)
+                elif workload.startswith("mixed@"):
+                    self._mixed_run(server, int(workload.removeprefix("mixed@")))
                 else:
                     self._sample(server, workload, self._single(server, workload))
         finally:
@@ -118,14 +120,18 @@ class ConfigRound:
         return lambda: self._wrk(server, workload, SINGLE_CONNECTIONS)
 
     def _sample(
-        self, server: ServiceProcess, workload: str, run: Callable[[], WrkResult]
+        self,
+        server: ServiceProcess,
+        workload: str,
+        run: Callable[[], WrkResult],
+        seconds: int | None = None,
     ) -> Sample:
         server.wait_idle()
         if not self.profiling:
             return measured(server, run, self.counter if workload in SINGLE_WORKLOADS else None)
         results: list[WrkResult] = []
         lines = record_while(
-            server.process.pid, self.options.seconds, lambda: results.append(run())
+            server.process.pid, seconds or self.options.seconds, lambda: results.append(run())
         )
         self.m.profiles[(self.config.key, workload)] = (
             Profile(summarize_samples(lines), split_samples(lines))
@@ -240,7 +246,10 @@ class ConfigRound:
         connections: int,
         wanted: int,
         seconds: int | None = None,
+        key: str | None = None,
     ) -> Sample:
+        """``workload`` with a share of the fresh refresh tokens; recorded (or profiled)
+        under ``key``, by default the workload's name."""
         pool = self.backend.refresh_pool
         if len(pool) < wanted:
             pool += [
@@ -254,28 +263,37 @@ class ConfigRound:
         given.write_text("\n".join(tokens) + "\n")
         sample = self._sample(
             server,
-            workload,
+            key or workload,
             lambda: self._wrk(
                 server, workload, connections, seconds=seconds, out=out, refresh=given
             ),
+            seconds,
         )
         pool += out.read_text().split() if out.exists() else []
         return sample
 
-    def _mixed(self, server: ServiceProcess, connections: int) -> None:
+    def _mixed_run(self, server: ServiceProcess, connections: int) -> Sample:
         wanted = max(48, connections // 4)
         # A closed loop of many connections queues for seconds before the first answers:
         # a short run would count only the few requests that got through.
         seconds = max(self.options.seconds, MIN_OVERLOAD_SECONDS) if connections >= 128 else None
+        return self._with_tokens(
+            server, "mixed", connections, wanted, seconds, key=mixed(connections)
+        )
+
+    def _mixed(self, server: ServiceProcess, connections: int) -> None:
         if self.config.backend == "postgres" and connections == max(self.options.mixed_connections):
             port = urlsplit(self.options.redis_url).port or 6379
-            with ConnectionSampler(server, port).running() as sampler:
-                sample = self._with_tokens(server, "mixed", connections, wanted, seconds)
+            locks = LockWaitSampler(PG_ADMIN_DSN, self.backend.database or "")
+            with ConnectionSampler(server, port).running() as sampler, locks.running():
+                sample = self._mixed_run(server, connections)
+            if locks.mean is not None:
+                self.m.lock_waits.setdefault(self.config.key, []).append(locks.mean)
             key = self.config.key
             self.m.db_connections[key] = max(self.m.db_connections.get(key, 0), sampler.db_peak)
             self.m.redis_connections[key] = max(
                 self.m.redis_connections.get(key, 0), sampler.redis_peak
             )
         else:
-            sample = self._with_tokens(server, "mixed", connections, wanted, seconds)
+            sample = self._mixed_run(server, connections)
         self._record(mixed(connections), sample)
