@@ -312,6 +312,22 @@ async def test_a_cancelled_waiter_leaves_no_slot_behind() -> None:
     assert slots.try_acquire()
 
 
+async def test_a_long_standing_queue_does_not_keep_its_expired_waiters() -> None:
+    """Newest first, the oldest waiters expire where nobody pops them: the queue's own
+    record of waiters stays proportional to those still waiting, not to all that came."""
+    clock = Clock()
+    slots = RequestSlots(1, clock=clock)
+    assert slots.try_acquire()
+    live = await waiting(slots, 3)
+    clock.now += STANDING_QUEUE_SECONDS
+    for _ in range(500):
+        assert await slots.acquire(0.0001) is False
+    assert slots.waiting == 3
+    assert len(slots._waiters) <= 2 * 3 + 64 + 1  # white-box: the bound _left keeps
+    slots.release()
+    assert await granted(live) == [2]
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_slots_never_admit_more_than_the_limit_under_20_way_contention(seed: int) -> None:
     """20 tasks take, hold and give back slots, some timing out and some cancelled:

@@ -143,6 +143,10 @@ class RequestSlots:
         self._waiting -= 1
         if not self._waiting:
             self._waiters.clear()  # only finished waiters remain
+        elif len(self._waiters) > 2 * self._waiting + 64:
+            # Served newest first, a standing queue leaves its expired waiters at the old
+            # end: drop them now and then, or a long overload would keep every one.
+            self._waiters = deque(w for w in self._waiters if not w.done())
 
 
 class AdmissionMiddleware:
