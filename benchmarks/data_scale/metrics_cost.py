@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import cProfile
 import pstats
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -167,8 +168,8 @@ PROFILE_ROWS = 12
 
 def _frame(key: tuple[str, int, str]) -> str:
     path, line, name = key
-    if path == "~":  # a builtin: cProfile names it by itself
-        return name
+    if path == "~":  # a builtin: cProfile names it by itself (without its address)
+        return re.sub(r" at 0x[0-9a-f]+", "", name)
     short = path.split("site-packages/")[-1].split("/src/")[-1]
     return f"{name} ({short}:{line})"
 

@@ -291,7 +291,9 @@ def _p99_512(m: Measurements, config: str) -> str:
     return (
         f"p99 of admitted {p99:.0f} ms, each answer timed on its own; p99 by kind of "
         f"admitted request: {by_kind}. "
-        + "".join(f"Over 1 s, {KIND_NAMES[k]}: {_kind_reason(m, config, k)}. " for k in slow)
+        + "".join(
+            f"Over 1 s, {KIND_NAMES[k]}: {_kind_reason(m, config, k).rstrip('.')}. " for k in slow
+        )
         + f"Admitted p50 {num(admitted_p50, '{:.0f}')} ms: a standing admission queue is "
         f"served newest first, so an admitted request barely waits for its slot. {outside} "
         f"{ceiling_text(m, budget(m, config, mixed(512)), rate(m, config, mixed(512)))}. "
