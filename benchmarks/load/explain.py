@@ -256,8 +256,8 @@ def _lock_text(m: Measurements, config: str) -> str:
     return (
         f"sampled every 0.1 s, the service had {active:.1f} PostgreSQL sessions running a "
         f"statement on average, {waiting:.1f} of them waiting for a lock another "
-        "transaction held (writers taking turns on the same rows: a token family, the "
-        "audit chain's head)"
+        "transaction held (writers taking turns on the same rows, such as the "
+        "organization's audit chain head, which every login and refresh advances)"
     )
 
 
@@ -283,8 +283,8 @@ def _p99_512(m: Measurements, config: str) -> str:
         f"Refusals: p50 {refused_p50:.0f} ms, p99 {num(refused_p99, '{:.0f}')} ms, against "
         f"REQUEST_QUEUE_TIMEOUT_SECONDS = {queue_ms:.0f} ms: a request spends about "
         f"{refused_p50 - queue_ms:.0f} ms (p50) outside the admission queue (reading, parsing "
-        "and writing on the busy loop), measured on the refusals, which all wait the full "
-        "timeout."
+        "and writing on the busy loop, and the timeout firing late), measured on the "
+        "refusals, which all wait the full timeout."
         if refused_p50 is not None and queue_ms is not None
         else "No request was refused."
     )

@@ -8,8 +8,8 @@
 -- latency of each answer, split into admitted and refused (503/429): the request id it
 -- sends in X-Request-ID comes back on the response, so the answer is matched to its
 -- request even though wrk's callbacks do not say which connection they belong to.
--- The latencies leave the thread as strings: wrk's thread:get() of a table pops one
--- value too many off the thread's Lua stack, and a few more such calls crash wrk.
+-- The latencies leave the thread as strings: with two more tables fetched per thread
+-- by thread:get() in done(), wrk (4.1, Debian) died of SIGSEGV; strings copy safely.
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
@@ -30,7 +30,8 @@ end
 status_counts = {}
 code_counts = {}
 extra_counts = {}
--- "a<us> " or "r<us> " per answer; every full chunk becomes timings_<n>, n = sealed.
+-- "<a|r><kind><us> " per answer (admitted or refused); every full chunk becomes
+-- timings_<n>, n = sealed.
 sealed = 0
 open_timings = ""
 local open_count, sent_at, sequence = 0, {}, 0
