@@ -68,7 +68,10 @@ class Api:
         self.http = httpx.AsyncClient(
             base_url=server.base_url,
             timeout=60,
-            limits=httpx.Limits(max_connections=RACERS * 2),
+            # Idle connections are dropped after 1 s, well before uvicorn closes them
+            # (5 s): with both at 5 s, a request sent on a connection the server was just
+            # closing was reset (ReadError), a race of the test's client, not the service.
+            limits=httpx.Limits(max_connections=RACERS * 2, keepalive_expiry=1.0),
         )
 
 
