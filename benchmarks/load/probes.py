@@ -11,20 +11,45 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 from benchmarks.common.service import ServiceProcess
 
 
-class HealthProber:
+class _Background:
+    """A sampling thread that runs while ``running()`` is entered: ``_sample`` loops until
+    ``_stop`` is set, and the thread is joined (up to ``JOIN_SECONDS``) on the way out."""
+
+    JOIN_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def running(self) -> Iterator[Self]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=self.JOIN_SECONDS)
+
+
+class HealthProber(_Background):
     """GET /health every 20 ms on one keep-alive connection; latencies in ms."""
 
+    JOIN_SECONDS = 35.0  # a /health call may take up to its 30 s timeout
+
     def __init__(self, port: int) -> None:
+        super().__init__()
         self.port = port
         self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
+    def _sample(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             while not self._stop.is_set():
@@ -35,15 +60,6 @@ class HealthProber:
                 self._stop.wait(0.02)
         finally:
             conn.close()
-
-    @contextmanager
-    def running(self) -> Iterator[HealthProber]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(timeout=35)
 
     def percentile(self, q: float) -> float:
         if len(self.samples) < 2:
@@ -81,28 +97,18 @@ class LoopWait:
             self.ms_per_s = 1000 * (after - before) / (time.perf_counter() - started)
 
 
-class ConnectionSampler:
+class ConnectionSampler(_Background):
     """Peak TCP connections per worker to PostgreSQL and to Redis while a run lasts."""
 
     def __init__(self, server: ServiceProcess, redis_port: int) -> None:
+        super().__init__()
         self.server, self.redis_port = server, redis_port
         self.db_peak = self.redis_peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
+    def _sample(self) -> None:
         while not self._stop.wait(0.5):
             self.db_peak = max([self.db_peak, *self.server.connections_to(5432)])
             self.redis_peak = max([self.redis_peak, *self.server.connections_to(self.redis_port)])
-
-    @contextmanager
-    def running(self) -> Iterator[ConnectionSampler]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(timeout=10)
 
 
 # The service's sessions that are running a statement, and those of them waiting for a
@@ -115,17 +121,19 @@ WHERE datname = $1 AND pid <> pg_backend_pid()
 """
 
 
-class LockWaitSampler:
+class LockWaitSampler(_Background):
     """How many of the service's PostgreSQL sessions wait for a lock, every 0.1 s while a
     run lasts: writers taking turns on the same rows show here, not in the CPU."""
 
     def __init__(self, dsn: str, database: str) -> None:
+        super().__init__()
         self.dsn, self.database = dsn, database
         self.samples: list[tuple[int, int]] = []  # (active, waiting for a lock)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
-    async def _run(self) -> None:
+    def _sample(self) -> None:
+        asyncio.run(self._poll())
+
+    async def _poll(self) -> None:
         import asyncpg
 
         conn = await asyncpg.connect(self.dsn, timeout=5)
@@ -145,12 +153,3 @@ class LockWaitSampler:
             return None
         n = len(self.samples)
         return sum(a for a, _ in self.samples) / n, sum(w for _, w in self.samples) / n
-
-    @contextmanager
-    def running(self) -> Iterator[LockWaitSampler]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(timeout=10)

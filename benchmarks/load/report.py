@@ -20,6 +20,7 @@ from benchmarks.load.model import (
     Measurements,
     Sample,
     cpu_ms,
+    kind_p99,
     latency,
     median,
     median_ratio,
@@ -122,16 +123,11 @@ def _pair(first: float | None, second: float | None) -> str:
 
 def _by_kind(runs: list[Sample]) -> str:
     """Median over rounds of each kind's admitted p99, with the admitted count (all rounds)."""
-    kinds = sorted({k for s in runs if s.result.timed for k in s.result.timed.by_kind})
+    timed = [s.result.timed for s in runs if s.result.timed]
     parts = []
-    for kind in kinds:
-        values = [
-            s.result.timed.by_kind[kind]
-            for s in runs
-            if s.result.timed and kind in s.result.timed.by_kind
-        ]
-        p99 = median([v[2] for v in values])
-        parts.append(f"{kind} {_num(p99, '{:.0f}')} (n={sum(v[0] for v in values)})")
+    for kind in sorted({k for t in timed for k in t.by_kind}):
+        count = sum(t.by_kind[kind][0] for t in timed if kind in t.by_kind)
+        parts.append(f"{kind} {_num(kind_p99(runs, kind), '{:.0f}')} (n={count})")
     return ", ".join(parts) or "—"
 
 
