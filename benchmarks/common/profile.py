@@ -83,6 +83,23 @@ def split_samples(lines: list[str]) -> dict[str, float]:
     return {part: counts[part] / total for part in PARTS} if total else {}
 
 
+def share_spent_in(lines: list[str], marks: tuple[str, ...]) -> float:
+    """Share of the event loop's samples spent in code whose file names one of ``marks``
+    (a library, say): the innermost frame that is either the project's or such code is
+    such code. A project frame that only wraps the rest of the request (a middleware
+    awaiting the app) does not count unless it is itself in ``marks``."""
+    total = hit = 0
+    for frames, n in _loop_stacks(lines):
+        total += n
+        for frame in reversed(frames):
+            if any(mark in frame for mark in marks):
+                hit += n
+                break
+            if "faultmaven_auth" in frame:
+                break
+    return hit / total if total else 0.0
+
+
 def summarize_samples(lines: list[str], *, own_rows: int = 15, our_rows: int = 12) -> list[str]:
     """Markdown rows from py-spy's raw format (``frame;frame;... count`` per line)."""
     own: collections.Counter[str] = collections.Counter()

@@ -35,6 +35,7 @@ class PlainResult:
     p50_ms: float
     p99_ms: float
     non_2xx: int
+    requests: int = 0  # answers counted over the run (wrk's "N requests in")
 
 
 def parse_plain_output(text: str) -> PlainResult:
@@ -45,11 +46,13 @@ def parse_plain_output(text: str) -> PlainResult:
     if rps is None or p50 is None or p99 is None:
         raise ValueError(f"not wrk --latency output:\n{text}")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    requests = re.search(r"(\d+) requests in ", text)
     return PlainResult(
         rps=float(rps.group(1)),
         p50_ms=to_ms(p50.group(1)),
         p99_ms=to_ms(p99.group(1)),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        requests=int(requests.group(1)) if requests else 0,
     )
 
 

@@ -1,4 +1,4 @@
-"""Telemetry overhead: authenticated GET /api/v1/auth/me under four telemetry settings.
+"""Telemetry overhead: authenticated GET /api/v1/auth/me under five telemetry settings.
 
 One run, one machine, configurations interleaved round by round so drift hits them all
 alike. Each configuration is a real `faultmaven-auth serve` (one worker, embedded
@@ -25,7 +25,17 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.common.profile import profile_while
+from benchmarks.common.profile import (
+    FRAMEWORK,
+    HANDLER,
+    LOGGING,
+    MIDDLEWARE,
+    NO_PY_SPY,
+    record_while,
+    share_spent_in,
+    split_samples,
+    summarize_samples,
+)
 from benchmarks.common.service import (
     ROOT,
     ServiceProcess,
@@ -35,9 +45,24 @@ from benchmarks.common.service import (
     drop_postgres_database,
     migrate,
 )
-from benchmarks.common.wrk import run_plain
+from benchmarks.common.wrk import PlainResult, run_plain
 
 RESULTS = ROOT / "benchmarks" / "results" / "telemetry_overhead.md"
+START_LINE = "+ `Request started` line (`LOG_REQUEST_START=true`)"
+# py-spy names files relative to their sys.path entry, and OpenTelemetry's namespace
+# packages lose their top folder: these are the tracing code's files as it names them.
+TRACING_FILES = (
+    "opentelemetry",
+    "trace/__init__.py",
+    "trace/span.py",
+    "trace/sampling.py",
+    "context/__init__.py",
+    "context/contextvars_context.py",
+    "propagate/__init__.py",
+    "tracecontext.py",
+    "sdk/trace",
+    "observability/spans.py",
+)
 PASSWORD = "Bench-Passphrase-2026"
 
 
@@ -48,6 +73,17 @@ class Config:
     rps: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
+    # Server CPU (every thread of the process) per answer over each measured run, µs.
+    cpu_us: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Profile:
+    """py-spy samples of one configuration's event loop under the same load."""
+
+    rows: list[str]  # the summary table's rows
+    parts: dict[str, float]  # share of the samples in each part of a request
+    tracing: float  # share spent in tracing code (OpenTelemetry's, the server span's)
 
 
 class _Sink(http.server.BaseHTTPRequestHandler):
@@ -73,12 +109,12 @@ def start_sink() -> tuple[http.server.ThreadingHTTPServer, int]:
     return server, server.server_address[1]
 
 
-def run_wrk(url: str, token: str, seconds: int, connections: int) -> tuple[float, float, float]:
+def run_wrk(url: str, token: str, seconds: int, connections: int) -> PlainResult:
     result = run_plain(url, seconds=seconds, connections=connections,
                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     if result.non_2xx:
         raise RuntimeError(f"{result.non_2xx} failed requests")
-    return result.rps, result.p50_ms, result.p99_ms
+    return result
 
 
 def start_server(env: dict[str, str], log: Path) -> ServiceProcess:
@@ -94,14 +130,20 @@ def login_token(base: str, email: str) -> str:
     return str(response.json()["access_token"])
 
 
-def profile_leaves(pid: int, seconds: int, url: str, token: str, connections: int) -> list[str]:
-    """py-spy samples of the server while wrk loads it; top functions by own samples."""
-    return profile_while(pid, seconds, lambda: run_wrk(url, token, seconds, connections))
+def profile(pid: int, seconds: int, url: str, token: str, connections: int) -> Profile:
+    """py-spy samples of the server while wrk loads it: the top functions by own
+    samples, the parts of a request, and the share in OpenTelemetry code."""
+    lines = record_while(pid, seconds, lambda: run_wrk(url, token, seconds, connections))
+    if lines is None:
+        return Profile([NO_PY_SPY], {}, 0.0)
+    return Profile(
+        summarize_samples(lines), split_samples(lines), share_spent_in(lines, TRACING_FILES)
+    )
 
 
 def run_backend(
     backend: str, args: argparse.Namespace, sink_port: int, work: Path
-) -> tuple[list[Config], list[str]]:
+) -> tuple[list[Config], dict[str, Profile]]:
     """All configurations on one backend; returns their numbers and a profile."""
     overrides = {"ENVIRONMENT": "development"}
     database = prefix = ""
@@ -123,11 +165,12 @@ def run_backend(
 
 def _measure(
     backend: str, args: argparse.Namespace, sink_port: int, work: Path, base_env: dict[str, str]
-) -> tuple[list[Config], list[str]]:
+) -> tuple[list[Config], dict[str, Profile]]:
     otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
     configs = [
         Config("telemetry off", {"METRICS_ENABLED": "false", "LOG_LEVEL": "WARNING"}),
         Config("metrics + JSON logs + request ids", {"LOG_LEVEL": "INFO"}),
+        Config(START_LINE, {"LOG_LEVEL": "INFO", "LOG_REQUEST_START": "true"}),
         Config("+ tracing, 10 % sampled",
                {"LOG_LEVEL": "INFO", "TRACING_SAMPLE_RATIO": "0.1", **otlp}),
         Config("+ tracing, 100 % sampled",
@@ -153,40 +196,48 @@ def _measure(
                 token = login_token(server.base, email)
                 url = f"{server.base}/api/v1/auth/me"
                 run_wrk(url, token, 2, args.connections)  # warm-up
-                rps, p50, p99 = run_wrk(url, token, args.seconds, args.connections)
+                cpu_before = server.cpu_seconds()
+                result = run_wrk(url, token, args.seconds, args.connections)
+                cpu = server.cpu_seconds() - cpu_before
             finally:
                 server.stop()
-            config.rps.append(rps)
-            config.p50.append(p50)
-            config.p99.append(p99)
-            print(f"{backend} round {round_no + 1} {config.name:36} {rps:8.1f} req/s "
-                  f"p50 {p50:6.2f} ms p99 {p99:6.2f} ms", flush=True)  # fmt: skip
+            config.rps.append(result.rps)
+            config.p50.append(result.p50_ms)
+            config.p99.append(result.p99_ms)
+            config.cpu_us.append(1e6 * cpu / max(result.requests, 1))
+            print(f"{backend} round {round_no + 1} {config.name:36} {result.rps:8.1f} req/s "
+                  f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms "
+                  f"cpu {config.cpu_us[-1]:6.0f} us/req", flush=True)  # fmt: skip
 
-    server = start_server({**base_env, **configs[1].env}, work / "profile.log")
-    try:
-        token = login_token(server.base, email)
-        profile = profile_leaves(
-            server.process.pid,
-            args.seconds,
-            f"{server.base}/api/v1/auth/me",
-            token,
-            args.connections,
-        )
-    finally:
-        server.stop()
-    return configs, profile
+    profiles = {}
+    for config in (configs[1], configs[3]):  # metrics + logs; + tracing at 10 %
+        server = start_server({**base_env, **config.env}, work / "profile.log")
+        try:
+            token = login_token(server.base, email)
+            profiles[config.name] = profile(
+                server.process.pid,
+                args.seconds,
+                f"{server.base}/api/v1/auth/me",
+                token,
+                args.connections,
+            )
+        finally:
+            server.stop()
+    return configs, profiles
 
 
 def table(configs: list[Config]) -> str:
     base_rps = statistics.median(configs[0].rps)
     rows = [
-        "| configuration | req/s | ratio to off | throughput cost | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| configuration | req/s | ratio to off | throughput cost | server CPU µs/request "
+        "| p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for config in configs:
         rps = statistics.median(config.rps)
         rows.append(
             f"| {config.name} | {rps:,.0f} | {rps / base_rps:.2f} | {100 * (1 - rps / base_rps):+.1f} % "
+            f"| {statistics.median(config.cpu_us):,.0f} "
             f"| {statistics.median(config.p50):.2f} | {statistics.median(config.p99):.2f} |"
         )
     rows.append("")
@@ -196,6 +247,46 @@ def table(configs: list[Config]) -> str:
         + "."
     )
     return "\n".join(rows)
+
+
+def explain(configs: list[Config], profiles: dict[str, Profile]) -> str:
+    """Why the telemetry costs what it does, from this run's CPU per request and profiles."""
+    off, logs, with_start, sampled, everything = (statistics.median(c.cpu_us) for c in configs)
+    added = logs - off
+    lines = [
+        f"**Why.** Server CPU per request (every thread of the process, over each measured "
+        f"run; medians): {off:,.0f} µs with telemetry off, {logs:,.0f} µs with metrics + JSON "
+        f"logs + request ids: {added:+,.0f} µs ({100 * added / off:+.0f} %)."
+    ]
+    lines.append(
+        f"The `Request started` line (`LOG_REQUEST_START=true`; off by default, the "
+        f"completion line carries the same fields) would add {with_start - logs:+,.0f} µs."
+    )
+    parts = profiles[configs[1].name].parts
+    if parts:
+        lines.append(
+            f"In the profile of metrics + logs, logging (records, JSON formatting, handlers) has "
+            f"{parts[LOGGING]:.0%} of the event loop's samples and the service's middleware "
+            f"(request context, metrics, admission, limits) {parts[MIDDLEWARE]:.0%}; the "
+            f"framework and runtime have {parts[FRAMEWORK]:.0%} and the endpoint with its "
+            f"dependencies {parts[HANDLER]:.0%}."
+        )
+    traced = profiles[configs[3].name]
+    lines.append(
+        f"Tracing at 10 % adds {sampled - logs:+,.0f} µs per request to metrics + logs "
+        f"(at 100 %: {everything - logs:+,.0f} µs)"
+        + (
+            f"; in its profile {traced.tracing:.0%} of the event loop's samples are spent in "
+            "tracing code (OpenTelemetry's, and the server span's own lines). "
+            "Every request gets a server span and a sampling "
+            "decision, sampled or not; the spans of sampled requests are recorded and "
+            "exported by a background thread, whose CPU is in the figure per request but "
+            "not in the event loop's samples."
+            if traced.parts
+            else "."
+        )
+    )
+    return " ".join(lines)
 
 
 def main() -> None:
@@ -217,18 +308,20 @@ def main() -> None:
     sections = []
     try:
         for backend in args.backends.split(","):
-            configs, profile = run_backend(backend, args, sink_port, work)
+            configs, profiles = run_backend(backend, args, sink_port, work)
             title = {
                 "embedded": "Embedded default (SQLite file + in-process store)",
                 "postgres": "PostgreSQL + Redis (127.0.0.1)",
             }[backend]
-            sections.append(
-                f"## {title}\n\n{table(configs)}\n\n"
-                f'### Where the time goes ("metrics + JSON logs + request ids")\n\n'
-                "py-spy samples of the server's event-loop thread under the same load; share "
-                "of its samples by the function on top of the stack (own time):\n\n"
-                "| samples | function |\n|---:|---|\n" + "\n".join(profile)
-            )
+            section = f"## {title}\n\n{table(configs)}\n\n{explain(configs, profiles)}\n"
+            for name, found in profiles.items():
+                section += (
+                    f'\n### Where the time goes ("{name}")\n\n'
+                    "py-spy samples of the server's event-loop thread under the same load; "
+                    "share of its samples by the function on top of the stack (own time):\n\n"
+                    "| samples | function |\n|---:|---|\n" + "\n".join(found.rows) + "\n"
+                )
+            sections.append(section)
     finally:
         sink.shutdown()
 

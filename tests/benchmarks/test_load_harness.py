@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common.profile import FRAMEWORK, HANDLER, LOGGING, LOOP, MIDDLEWARE, part_of
+from benchmarks.common.profile import (
+    FRAMEWORK,
+    HANDLER,
+    LOGGING,
+    LOOP,
+    MIDDLEWARE,
+    part_of,
+    share_spent_in,
+)
 from benchmarks.common.wrk import (
     Timed,
     WrkResult,
@@ -94,9 +102,11 @@ def test_wrk_latency_units_are_converted_to_milliseconds() -> None:
 
 
 def test_plain_wrk_output_gives_throughput_percentiles_and_failures() -> None:
-    """The text summary of `wrk --latency` yields req/s, p50, p99 and the non-2xx count."""
+    """The text summary of `wrk --latency` yields req/s, p50, p99, the non-2xx count and
+    how many answers were counted."""
     result = parse_plain_output(WRK_TEXT)
     assert (result.rps, result.p50_ms, result.p99_ms, result.non_2xx) == (310.0, 0.812, 1200, 3)
+    assert result.requests == 620
     with pytest.raises(ValueError, match="not wrk --latency output"):
         parse_plain_output("wrk: connection refused")
 
@@ -383,6 +393,25 @@ def test_profile_samples_are_split_by_part_of_the_request() -> None:
     assert part_of([*root, mw, endpoint, "execute (sqlalchemy/engine.py:1)"]) == HANDLER
     assert part_of([*root, "Runner.run (asyncio/runners.py:118)"]) == LOOP
     assert part_of([*root, "on_headers_complete (uvicorn/protocols/http/h.py:250)"]) == FRAMEWORK
+
+
+def test_time_in_a_library_counts_samples_where_it_is_the_innermost_code() -> None:
+    """A sample is tracing's when the innermost frame that is the service's or the
+    tracing code's is tracing code; a span middleware that only awaits the rest of the
+    request does not make the whole request tracing time."""
+    root = "<module> (faultmaven_auth/__main__.py:5);serve (faultmaven_auth/cli.py:78)"
+    span = "ServerSpanMiddleware.__call__ (faultmaven_auth/observability/spans.py:67)"
+    handler = "me (faultmaven_auth/identity/endpoints.py:40)"
+    lines = [
+        f"{root};{span};Tracer.start_span (trace/__init__.py:1171) 3",
+        f"{root};{span};{handler};execute (sqlalchemy/engine.py:1) 5",
+        f"{root};{span};{handler};detach (context/__init__.py:127) 1",
+        f"{root};Runner.run (asyncio/runners.py:118) 1",
+        "a worker thread's stack;Thread.run (threading.py:1) 50",  # not the event loop
+    ]
+    marks = ("trace/__init__.py", "context/__init__.py", "observability/spans.py")
+    assert share_spent_in(lines, marks) == pytest.approx(4 / 10)
+    assert share_spent_in([], marks) == 0.0
 
 
 def _info() -> RunInfo:

@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from faultmaven_auth.config import Settings
 from faultmaven_auth.observability.logging import ConsoleFormatter, JsonFormatter, _Fields
 from faultmaven_auth.observability.middleware import client_ip
+from tests.conftest import client_for, running_app
 from tests.support.server import migrate, running_server, server_env
 
 REQUIRED = ("timestamp", "level", "logger", "message", "service", "environment")
@@ -82,10 +84,11 @@ def test_every_line_is_json_with_the_required_fields(server_log: dict) -> None:
 
 
 def test_request_lines_carry_the_request_id(server_log: dict) -> None:
-    """Start and completion lines, and lines written inside the request, share its id."""
+    """The completion line and lines written inside the request share its id; by
+    default there is no start line (one access-log line per request)."""
     records = [r for r in parse(server_log["lines"]) if r.get("request_id") == "bad-login-1"]
     messages = [r["message"] for r in records]
-    assert messages[0] == "Request started"
+    assert "Request started" not in messages
     assert "Failed login attempt" in messages
     assert messages[-1] == "Request completed"
     completed = records[-1]
@@ -235,3 +238,28 @@ def test_console_server_writes_readable_lines(tmp_path: Path) -> None:
     assert completed
     assert "status_code=401" in completed[0]
     assert not completed[0].lstrip().startswith("{")
+
+
+@pytest.mark.parametrize("start_line", [False, True])
+async def test_the_start_line_is_written_only_when_asked_for(
+    backend_settings: Settings, caplog: pytest.LogCaptureFixture, start_line: bool
+) -> None:
+    """``LOG_REQUEST_START=true`` adds a ``Request started`` line before the request
+    runs, with the same endpoint, method and client; the completion line is written
+    either way, and probes stay out of the INFO log."""
+    caplog.set_level(logging.INFO, logger="faultmaven_auth.request")
+    settings = backend_settings.model_copy(update={"log_request_start": start_line})
+    async with running_app(settings) as app, client_for(app) as http:
+        response = await http.get("/api/v1/auth/me", headers={"X-Request-ID": "start-1"})
+        await http.get("/health")
+    assert response.status_code == 401
+    mine = [r for r in caplog.records if getattr(r, "endpoint", None) == "/api/v1/auth/me"]
+    messages = [r.getMessage() for r in mine]
+    expected = ["Request started", "Request completed"] if start_line else ["Request completed"]
+    assert messages == expected
+    for record in mine:
+        assert record.endpoint == "/api/v1/auth/me"  # type: ignore[attr-defined]
+        assert record.method == "GET"  # type: ignore[attr-defined]
+        assert record.client_ip == "203.0.113.7"  # type: ignore[attr-defined]
+    assert mine[-1].status_code == 401  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if getattr(r, "endpoint", None) == "/health"]

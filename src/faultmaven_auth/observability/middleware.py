@@ -102,7 +102,7 @@ class RequestContextMiddleware:
         app: ASGIApp,
         *,
         trusted_proxies: Iterable[str] = (),
-        log_request_start: bool = True,
+        log_request_start: bool = False,
     ) -> None:
         self.app = app
         self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
