@@ -68,7 +68,7 @@ def _cost(samples: list[tuple[float, float]]) -> Cost:
 def _render_costs(registry: Any, renderer: ExpositionRenderer, reps: int) -> dict[str, Cost]:
     """The library's renderers and ours, interleaved so load drift hits them alike."""
     ways: dict[str, Callable[[], Any]] = {
-        # The floor of any renderer: reading every value (prometheus_client's collect).
+        # What the library's renderers build on (ours reads its own metrics without it).
         "`registry.collect()` alone": lambda: [metric.samples for metric in registry.collect()],
         "`generate_latest`, text (prometheus_client)": lambda: generate_latest(registry),
         "`generate_latest`, OpenMetrics (prometheus_client)": lambda: openmetrics_latest(registry),

@@ -253,7 +253,8 @@ class DirectLog:
     """One logger's plain lines (no arguments, no exception) written straight to the
     JSON handler when it is the only place they would go: the same line as
     ``logger.log(level, message, extra=fields)``, without the ``LogRecord``, the caller
-    lookup and the handler chain (about half a line's cost; two lines per request).
+    lookup and the handler chain (about half a line's cost; the access log writes one or
+    two lines per request).
 
     Whenever anything else listens - a filter, another handler (pytest's capture, a
     console format), a parent that does not propagate - it is ``logger.log`` itself.
