@@ -83,6 +83,11 @@ def split_samples(lines: list[str]) -> dict[str, float]:
     return {part: counts[part] / total for part in PARTS} if total else {}
 
 
+def loop_samples(lines: list[str]) -> int:
+    """How many samples of the event loop's thread a recording holds."""
+    return sum(n for _, n in _loop_stacks(lines))
+
+
 def share_spent_in(lines: list[str], marks: tuple[str, ...]) -> float:
     """Share of the event loop's samples spent in code whose file names one of ``marks``
     (a library, say): the innermost frame that is either the project's or such code is

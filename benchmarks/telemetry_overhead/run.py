@@ -31,6 +31,7 @@ from benchmarks.common.profile import (
     LOGGING,
     MIDDLEWARE,
     NO_PY_SPY,
+    loop_samples,
     record_while,
     share_spent_in,
     split_samples,
@@ -84,6 +85,7 @@ class Profile:
     rows: list[str]  # the summary table's rows
     parts: dict[str, float]  # share of the samples in each part of a request
     tracing: float  # share spent in tracing code (OpenTelemetry's, the server span's)
+    samples: int  # of the event loop's thread: few means the shares are rough
 
 
 class _Sink(http.server.BaseHTTPRequestHandler):
@@ -135,9 +137,12 @@ def profile(pid: int, seconds: int, url: str, token: str, connections: int) -> P
     samples, the parts of a request, and the share in OpenTelemetry code."""
     lines = record_while(pid, seconds, lambda: run_wrk(url, token, seconds, connections))
     if lines is None:
-        return Profile([NO_PY_SPY], {}, 0.0)
+        return Profile([NO_PY_SPY], {}, 0.0, 0)
     return Profile(
-        summarize_samples(lines), split_samples(lines), share_spent_in(lines, TRACING_FILES)
+        summarize_samples(lines),
+        split_samples(lines),
+        share_spent_in(lines, TRACING_FILES),
+        loop_samples(lines),
     )
 
 
@@ -249,6 +254,18 @@ def table(configs: list[Config]) -> str:
     return "\n".join(rows)
 
 
+ROUGH_BELOW = 300
+
+
+def _rough(found: Profile) -> str:
+    if found.samples >= ROUGH_BELOW:
+        return ""
+    return (
+        ": few, because py-spy competes for the cores with the server, wrk and the "
+        "databases; read its shares as rough"
+    )
+
+
 def explain(configs: list[Config], profiles: dict[str, Profile]) -> str:
     """Why the telemetry costs what it does, from this run's CPU per request and profiles."""
     off, logs, with_start, sampled, everything = (statistics.median(c.cpu_us) for c in configs)
@@ -258,25 +275,33 @@ def explain(configs: list[Config], profiles: dict[str, Profile]) -> str:
         f"run; medians): {off:,.0f} µs with telemetry off, {logs:,.0f} µs with metrics + JSON "
         f"logs + request ids: {added:+,.0f} µs ({100 * added / off:+.0f} %)."
     ]
+    spread = max(configs[0].cpu_us) - min(configs[0].cpu_us)
     lines.append(
         f"The `Request started` line (`LOG_REQUEST_START=true`; off by default, the "
-        f"completion line carries the same fields) would add {with_start - logs:+,.0f} µs."
+        f"completion line carries the same fields) would add {with_start - logs:+,.0f} µs"
+        + (
+            f", within the spread between rounds ({spread:,.0f} µs with telemetry off)."
+            if abs(with_start - logs) <= spread
+            else "."
+        )
     )
-    parts = profiles[configs[1].name].parts
-    if parts:
+    logged = profiles[configs[1].name]
+    if logged.parts:
         lines.append(
-            f"In the profile of metrics + logs, logging (records, JSON formatting, handlers) has "
-            f"{parts[LOGGING]:.0%} of the event loop's samples and the service's middleware "
-            f"(request context, metrics, admission, limits) {parts[MIDDLEWARE]:.0%}; the "
-            f"framework and runtime have {parts[FRAMEWORK]:.0%} and the endpoint with its "
-            f"dependencies {parts[HANDLER]:.0%}."
+            f"In the profile of metrics + logs ({logged.samples} samples{_rough(logged)}), "
+            f"logging (records, JSON formatting, handlers) has {logged.parts[LOGGING]:.0%} of "
+            f"the event loop's samples and the service's middleware (request context, "
+            f"metrics, admission, limits) {logged.parts[MIDDLEWARE]:.0%}; the framework and "
+            f"runtime have {logged.parts[FRAMEWORK]:.0%} and the endpoint with its "
+            f"dependencies {logged.parts[HANDLER]:.0%}."
         )
     traced = profiles[configs[3].name]
     lines.append(
         f"Tracing at 10 % adds {sampled - logs:+,.0f} µs per request to metrics + logs "
         f"(at 100 %: {everything - logs:+,.0f} µs)"
         + (
-            f"; in its profile {traced.tracing:.0%} of the event loop's samples are spent in "
+            f"; in its profile ({traced.samples} samples{_rough(traced)}) {traced.tracing:.0%} "
+            "of the event loop's samples are spent in "
             "tracing code (OpenTelemetry's, and the server span's own lines). "
             "Every request gets a server span and a sampling "
             "decision, sampled or not; the spans of sampled requests are recorded and "

@@ -180,8 +180,8 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.JSON
     log_include_pii: bool = False
     # One access-log line per request ("Request completed" has every field the start
-    # line has): the start line cost about 40 µs of CPU per request, the largest single
-    # part of the telemetry's cost (benchmarks/results/telemetry_overhead.md).
+    # line has): a JSON line costs about 16 µs of CPU on its own, and up to 40 µs per
+    # request side by side (benchmarks/results/telemetry_overhead.md).
     log_request_start: bool = False
     # Proxies (IPs or CIDR ranges) whose X-Forwarded-For is believed for the client IP.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
