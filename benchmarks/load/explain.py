@@ -161,6 +161,24 @@ def _loop_wait(probes: list[HealthProbe]) -> str:
     )
 
 
+def _refresh_turns(m: Measurements, config: str) -> str:
+    """On PostgreSQL, how many of the refreshes in flight were waiting for a lock."""
+    if CONFIG_BY_KEY[config].backend != "postgres":
+        return ""
+    rounds = m.lock_waits.get((config, "refresh"), [])
+    active = median([a for a, _ in rounds]) or 0.0
+    waiting = median([w for _, w in rounds]) or 0.0
+    text = f" During the refresh runs, {_lock_text(m, config, 'refresh')}."
+    if active and waiting / active >= 0.5:
+        text += (
+            " Most refreshes in flight were waiting for a lock: the benchmark's users share "
+            "one organization, whose audit chain head every refresh advances and keeps "
+            "locked until its commit, so that turn, not the CPU, bounds one organization's "
+            "refresh rate."
+        )
+    return text
+
+
 def _refresh_cpu(m: Measurements, config: str) -> str:
     server = cpu_ms(m, config, "refresh")
     hello = hello_budget(m, CONFIG_BY_KEY[config].workers)
@@ -174,6 +192,7 @@ def _refresh_cpu(m: Measurements, config: str) -> str:
         f"costs its server {ms_text(hello.server if hello else None)} on the same uvicorn set-up. "
         f"{_ops_sentence(m, config, 'refresh')} "
         f"{ceiling_text(m, budget(m, config, 'refresh'), rate(m, config, 'refresh'))}."
+        f"{_refresh_turns(m, config)}"
     )
 
 
@@ -186,7 +205,7 @@ def _refresh_p99(m: Measurements, config: str) -> str:
         f"{mean} ({SINGLE_CONNECTIONS} connections ÷ {num(r)}/s): at this throughput the "
         f"{SINGLE_CONNECTIONS} requests queue for the one event loop, so latency follows the "
         f"CPU per refresh. {ceiling_text(m, budget(m, config, 'refresh'), r)}. "
-        f"{_ops_sentence(m, config, 'refresh')}"
+        f"{_ops_sentence(m, config, 'refresh')}{_refresh_turns(m, config)}"
     )
 
 
@@ -240,15 +259,17 @@ def _kind_reason(m: Measurements, config: str, kind: str) -> str:
                 "event loop"
             )
         else:
-            where = f"each of its statements waits its turn on the busy event loop; {_lock_text(m, config)}"
+            where = "each of its statements waits its turn on the busy event loop; " + _lock_text(
+                m, config, mixed(512)
+            )
         return (
             f"a refresh is a write transaction and {where}. {_ops_sentence(m, config, 'refresh')}"
         )
     return "every await waits its turn on the busy event loop"
 
 
-def _lock_text(m: Measurements, config: str) -> str:
-    rounds = m.lock_waits.get(config, [])
+def _lock_text(m: Measurements, config: str, workload: str) -> str:
+    rounds = m.lock_waits.get((config, workload), [])
     if not rounds:
         return "PostgreSQL lock waits were not sampled"
     active = median([a for a, _ in rounds]) or 0.0
@@ -320,7 +341,9 @@ def _scaling(m: Measurements, workload: str) -> str:
         f"{budget_text(b1) if b1 else '?'} per response: all processes together kept {busy:.2f} "
         f"of the {m.cores} cores busy. At that cost the cores give at most {ceiling:,.0f}/s, "
         f"{max_ratio:.2f}x the 1-worker rate (measured: {num(measured, '{:.2f}x')}): {verdict}. "
-        f"With 2 workers: {ceiling_text(m, b2, r2)}. {_profile_ref(m, 'pg1', workload)}"
+        f"With 2 workers: {ceiling_text(m, b2, r2)}."
+        + (_refresh_turns(m, "pg2") if workload == "refresh" else "")
+        + f" {_profile_ref(m, 'pg1', workload)}"
     )
 
 

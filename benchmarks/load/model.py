@@ -152,9 +152,9 @@ class Measurements:
     rss_mib: dict[str, float] = field(default_factory=dict)  # largest worker RSS seen
     db_connections: dict[str, int] = field(default_factory=dict)  # peak per worker
     redis_connections: dict[str, int] = field(default_factory=dict)  # peak per worker
-    # Mixed workload at its most connections, per round: mean PostgreSQL sessions of the
-    # service running a statement, and of those waiting for a lock.
-    lock_waits: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # (configuration, workload) -> per run, the mean (active, waiting for a lock) service
+    # sessions on PostgreSQL (probes.LockWaitSampler).
+    lock_waits: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
     profiles: dict[tuple[str, str], Profile] = field(default_factory=dict)  # (config, workload)
     hello_budgets: dict[int, list[CpuBudget]] = field(default_factory=dict)  # workers -> rounds
 

@@ -268,7 +268,7 @@ def _unmet(report: str) -> str:
 
 def test_a_slow_postgresql_write_is_explained_with_the_sessions_waiting_for_locks() -> None:
     m = _measurements(mixed_p99=1500, mixed_refresh_p99=1500)
-    m.lock_waits = {"pg1": [(6.0, 2.0), (8.0, 4.0)]}
+    m.lock_waits = {("pg1", "mixed@512"): [(6.0, 2.0), (8.0, 4.0)]}
     unmet = _unmet(render_report(m, evaluate(m), _info()))
     assert (
         "Over 1 s, refresh: a refresh is a write transaction and each of its statements "
@@ -280,6 +280,23 @@ def test_a_slow_postgresql_write_is_explained_with_the_sessions_waiting_for_lock
     m.lock_waits = {}
     unmet = _unmet(render_report(m, evaluate(m), _info()))
     assert "PostgreSQL lock waits were not sampled" in unmet
+
+
+def test_refreshes_waiting_for_a_lock_explain_their_rate_only_when_most_wait() -> None:
+    """The refresh targets quote the lock waits sampled during the refresh runs, and name
+    the audit chain head as the bound only when most sessions in flight were waiting."""
+    m = _measurements(refresh_cpu=1.6)
+    m.lock_waits = {("pg1", "refresh"): [(7.6, 7.4), (7.4, 7.0)]}
+    unmet = _unmet(render_report(m, evaluate(m), _info()))
+    assert (
+        "During the refresh runs, sampled every 0.1 s, the service had 7.5 PostgreSQL "
+        "sessions running a statement on average, 7.2 of them waiting for a lock"
+    ) in unmet
+    assert "not the CPU, bounds one organization's refresh rate" in unmet
+    m.lock_waits = {("pg1", "refresh"): [(4.0, 1.0)]}
+    unmet = _unmet(render_report(m, evaluate(m), _info()))
+    assert "4.0 PostgreSQL sessions running a statement on average, 1.0 of them" in unmet
+    assert "bounds one organization's refresh rate" not in unmet
 
 
 def test_cpu_budget_shows_every_process_the_ceiling_and_the_share_reached() -> None:
