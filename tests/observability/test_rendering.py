@@ -14,6 +14,7 @@ threads check that reading.
 from __future__ import annotations
 
 import threading
+import types
 from collections.abc import Iterator
 
 import prometheus_client
@@ -42,6 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.values import MutexValue
 
+from faultmaven_auth.observability import rendering
 from faultmaven_auth.observability.rendering import ExpositionRenderer
 
 
@@ -275,4 +277,27 @@ def test_rendering_while_twenty_threads_update() -> None:
         for thread in threads:
             thread.join()
     assert last, "no counter was scraped"
+    _same_as_library(renderer, service.registry)
+
+
+@pytest.mark.usefixtures("created_series")
+def test_internals_that_moved_leave_the_metric_to_the_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The direct reading relies on prometheus_client's internals; when a version moves
+    them (an attribute gone, the created-series switch gone), the metric or the whole
+    registry goes through collect() and the scrape is still the library's bytes."""
+    service = _Service()
+    service.apply("inc", "a", 2.0)
+    service.apply("observe", "b", 0.3)
+    renderer = ExpositionRenderer()
+    children = service.histogram._metrics
+    monkeypatch.setattr(service.histogram, "_metrics", None)  # no .items(): moved
+    monkeypatch.setattr(service.histogram, "collect", lambda: [])
+    assert renderer.text(service.registry) == generate_latest(service.registry)
+    monkeypatch.setattr(service.histogram, "_metrics", children)
+    monkeypatch.delattr(service.histogram, "collect")
+    # The renderer's view of the library's module, without the switch (the library's
+    # own code keeps its module as it is).
+    monkeypatch.setattr(rendering, "library_metrics", types.SimpleNamespace())
     _same_as_library(renderer, service.registry)

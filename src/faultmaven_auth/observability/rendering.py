@@ -127,10 +127,12 @@ class _Reader:
         self._samples, self._children = memo
         self.seen: Memo = ({}, {})
         self._openmetrics = openmetrics
-        self._created = library_metrics._use_created
+        # None: a library version without the switch, whose series the direct reading
+        # cannot know; everything then goes through collect().
+        self._created: bool | None = getattr(library_metrics, "_use_created", None)
 
     def families(self, registry: Registry) -> Iterator[Family]:
-        collectors = _collectors(registry)
+        collectors = _collectors(registry) if self._created is not None else None
         if collectors is None:
             for metric in registry.collect():
                 yield self._from_library(metric)
@@ -146,23 +148,25 @@ class _Reader:
     # -- the library's own counters, gauges and histograms, read directly
 
     def _direct(self, metric: Any) -> Family | None:
-        labelnames: tuple[str, ...] = metric._labelnames
-        if labelnames and metric._labelvalues:
-            return None  # a child registered on its own: unusual, leave it to collect()
-        if labelnames:
-            with metric._lock:
-                children = list(metric._metrics.items())
-        else:
-            children = [((), metric)]
-        kind: str = metric._type
-        read = _READ[kind]
         rows: list[Row] = []
         try:
+            labelnames: tuple[str, ...] = metric._labelnames
+            if labelnames and metric._labelvalues:
+                return None  # a child registered on its own: unusual, leave it to collect()
+            if labelnames:
+                with metric._lock:
+                    children = list(metric._metrics.items())
+            else:
+                children = [((), metric)]
+            kind: str = metric._type
+            read = _READ[kind]
             for labelvalues, child in children:
                 read(self, metric, labelvalues, child, rows)
-        except _NotDirect:
+            return Family(metric._name, metric._documentation, kind, metric._unit, rows)
+        except (_NotDirect, AttributeError, KeyError, TypeError):
+            # Not the library's metric as this reading knows it (_NotDirect), or a
+            # library version whose internals moved: its own collect() is always right.
             return None
-        return Family(metric._name, metric._documentation, kind, metric._unit, rows)
 
     def _prefixes(self, metric: Any, labelvalues: tuple[str, ...], child: Any) -> Any:
         # Keyed by the child object: a dict lookup on an int. The memo holds the child,
@@ -269,10 +273,14 @@ def _collectors(registry: Registry) -> list[Any] | None:
     """The registry's collectors in ``collect()``'s order, or None to call ``collect()``."""
     if type(registry) is not CollectorRegistry:
         return None  # a restricted registry or another implementation: its own collect()
-    with registry._lock:
-        if registry._target_info:
+    lock = getattr(registry, "_lock", None)
+    collectors = getattr(registry, "_collector_to_names", None)
+    if lock is None or collectors is None:
+        return None  # a library version whose internals moved
+    with lock:
+        if getattr(registry, "_target_info", None):
             return None
-        return list(registry._collector_to_names)
+        return list(collectors)
 
 
 class ExpositionRenderer:
