@@ -161,20 +161,24 @@ def _loop_wait(probes: list[HealthProbe]) -> str:
     )
 
 
+def _refreshes_wait_for_the_chain(m: Measurements, config: str) -> bool:
+    """On PostgreSQL, whether most refreshes in flight were waiting for a lock."""
+    rounds = m.lock_waits.get((config, "refresh"), [])
+    active = median([a for a, _ in rounds]) or 0.0
+    waiting = median([w for _, w in rounds]) or 0.0
+    return bool(active) and waiting / active >= 0.5
+
+
 def _refresh_turns(m: Measurements, config: str) -> str:
     """On PostgreSQL, how many of the refreshes in flight were waiting for a lock."""
     if CONFIG_BY_KEY[config].backend != "postgres":
         return ""
-    rounds = m.lock_waits.get((config, "refresh"), [])
-    active = median([a for a, _ in rounds]) or 0.0
-    waiting = median([w for _, w in rounds]) or 0.0
     text = f" During the refresh runs, {_lock_text(m, config, 'refresh')}."
-    if active and waiting / active >= 0.5:
+    if _refreshes_wait_for_the_chain(m, config):
         text += (
-            " Most refreshes in flight were waiting for a lock: the benchmark's users share "
-            "one organization, whose audit chain head every refresh advances and keeps "
-            "locked until its commit, so that turn, not the CPU, bounds one organization's "
-            "refresh rate."
+            " Most refreshes in flight were waiting: the benchmark's users share one "
+            "organization, whose chain head stays locked from each refresh's audit append "
+            "to its commit, so that turn, not the CPU, bounds one organization's refresh rate."
         )
     return text
 
@@ -203,8 +207,14 @@ def _refresh_p99(m: Measurements, config: str) -> str:
     return (
         f"p50 {num(p50, '{:.0f}')} ms, p99 {num(p99, '{:.0f}')} ms; by Little's law the mean is "
         f"{mean} ({SINGLE_CONNECTIONS} connections ÷ {num(r)}/s): at this throughput the "
-        f"{SINGLE_CONNECTIONS} requests queue for the one event loop, so latency follows the "
-        f"CPU per refresh. {ceiling_text(m, budget(m, config, 'refresh'), r)}. "
+        f"{SINGLE_CONNECTIONS} requests queue "
+        + (
+            "for the organization's audit chain head (below), so latency follows how long "
+            "each refresh holds it"
+            if _refreshes_wait_for_the_chain(m, config)
+            else "for the one event loop, so latency follows the CPU per refresh"
+        )
+        + f". {ceiling_text(m, budget(m, config, 'refresh'), r)}. "
         f"{_ops_sentence(m, config, 'refresh')}{_refresh_turns(m, config)}"
     )
 

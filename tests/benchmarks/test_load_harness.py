@@ -167,6 +167,7 @@ def _measurements(
     mixed_p99: float = 800,
     login_cpu: float = 20.0,
     mixed_refresh_p99: float = 900,
+    refresh_p99: float = 60,
 ) -> Measurements:
     """Two configurations, two rounds: built so that each target's verdict is known."""
     m = Measurements(cores=2, argon2_params=Argon2Params(2, 19456, 1))
@@ -194,7 +195,7 @@ def _measurements(
         m.add(
             "pg1",
             "refresh",
-            Sample(_result(400, p99=60), refresh_cpu, _budget(refresh_cpu), REFRESH_OPS),
+            Sample(_result(400, p99=refresh_p99), refresh_cpu, _budget(refresh_cpu), REFRESH_OPS),
         )
         m.add("pg1", "me", Sample(_result(600), 1.5, _budget(1.5, 0.6, 0.2, 0.3)))
         m.add("pg1", "introspect", Sample(_result(400), 2.0, _budget(2.0)))
@@ -284,8 +285,9 @@ def test_a_slow_postgresql_write_is_explained_with_the_sessions_waiting_for_lock
 
 def test_refreshes_waiting_for_a_lock_explain_their_rate_only_when_most_wait() -> None:
     """The refresh targets quote the lock waits sampled during the refresh runs, and name
-    the audit chain head as the bound only when most sessions in flight were waiting."""
-    m = _measurements(refresh_cpu=1.6)
+    the audit chain head as the bound (and what the p99's queue waits for) only when most
+    sessions in flight were waiting."""
+    m = _measurements(refresh_cpu=1.6, refresh_p99=150)
     m.lock_waits = {("pg1", "refresh"): [(7.6, 7.4), (7.4, 7.0)]}
     unmet = _unmet(render_report(m, evaluate(m), _info()))
     assert (
@@ -293,10 +295,13 @@ def test_refreshes_waiting_for_a_lock_explain_their_rate_only_when_most_wait() -
         "sessions running a statement on average, 7.2 of them waiting for a lock"
     ) in unmet
     assert "not the CPU, bounds one organization's refresh rate" in unmet
+    assert "16 requests queue for the organization's audit chain head" in unmet
+    assert "queue for the one event loop" not in unmet
     m.lock_waits = {("pg1", "refresh"): [(4.0, 1.0)]}
     unmet = _unmet(render_report(m, evaluate(m), _info()))
     assert "4.0 PostgreSQL sessions running a statement on average, 1.0 of them" in unmet
     assert "bounds one organization's refresh rate" not in unmet
+    assert "16 requests queue for the one event loop, so latency follows the CPU" in unmet
 
 
 def test_cpu_budget_shows_every_process_the_ceiling_and_the_share_reached() -> None:
