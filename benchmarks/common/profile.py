@@ -134,12 +134,6 @@ def summarize_samples(lines: list[str], *, own_rows: int = 15, our_rows: int = 1
     return rows
 
 
-def profile_while(pid: int, seconds: int, load: Callable[[], object]) -> list[str]:
-    """Record ``pid`` with py-spy for ``seconds`` while ``load()`` runs; summary rows."""
-    lines = record_while(pid, seconds, load)
-    return summarize_samples(lines) if lines is not None else [NO_PY_SPY]
-
-
 NO_PY_SPY = "(py-spy not installed: pip install py-spy)"
 
 

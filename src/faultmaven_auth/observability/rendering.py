@@ -233,12 +233,10 @@ class _Reader:
 
 
 def _counter_prefixes(name: str, labels: dict[str, str], child: Any) -> tuple[str, str]:
-    _plain_value(child)
     return _series_prefix(name + "_total", labels), _series_prefix(name + "_created", labels)
 
 
 def _gauge_prefixes(name: str, labels: dict[str, str], child: Any) -> str:
-    _plain_value(child)
     return _series_prefix(name, labels)
 
 
