@@ -13,21 +13,28 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, update
 
 from faultmaven_auth.audit.events import AuditEventType
-from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event
+from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event, write_audit_event
 from faultmaven_auth.audit.verification import verify_chain
 from faultmaven_auth.cli import main
 from faultmaven_auth.config import Settings
-from faultmaven_auth.storage.audit_chain import canonical_bytes, event_hash
+from faultmaven_auth.storage.audit_chain import (
+    HOLES,
+    canonical_bytes,
+    canonical_fragments,
+    event_hash,
+)
 from faultmaven_auth.storage.db import Database, create_engine
 from faultmaven_auth.storage.ids import uuid7
 from faultmaven_auth.storage.models import AuditEvent
@@ -191,6 +198,53 @@ async def test_concurrent_audited_requests_never_fork_the_chain(
     assert body["first_break"] is None
 
 
+async def test_concurrent_refreshes_and_logins_append_to_one_chain(
+    client: httpx.AsyncClient, owner: Account, db: Database
+) -> None:
+    """20 hot-path appends at once (10 refreshes, 10 logins) still verify as one chain,
+    and the appended events' ids and times follow their positions (they are stamped
+    while the chain's head is locked)."""
+    members = [await add_member(client, owner) for _ in range(10)]
+
+    async def refresh(member: Account) -> int:
+        response = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": member.refresh_token}
+        )
+        return response.status_code
+
+    async def log_in(member: Account) -> int:
+        response = await client.post(
+            "/api/v1/auth/login", json={"email": member.email, "password": member.password}
+        )
+        return response.status_code
+
+    statuses = await asyncio.gather(*map(refresh, members), *map(log_in, members))
+    assert statuses == [200] * 20
+
+    events = await export(client, owner)
+    assert_linked(events)
+    appended = sorted(
+        (e for e in events if e["event_type"] in ("auth.token.refreshed", "auth.login.succeeded")),
+        key=lambda e: e["chain_seq"],
+    )
+    assert sum(e["event_type"] == "auth.token.refreshed" for e in appended) == 10
+    assert len(appended) == 1 + 10 + 20  # the owner's login, the members' logins, the 20
+    ids = [uuid.UUID(e["id"]) for e in appended]
+    assert ids == sorted(ids)
+    times = [e["occurred_at"] for e in appended]
+    assert times == sorted(times)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for event_id, when in zip(ids, times, strict=True):
+        # UUIDv7: the first 48 bits are Unix milliseconds, read with the event's time
+        # (the same clock reading, or one a millisecond apart at most).
+        at = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        assert abs((event_id.int >> 80) - (at - epoch) // timedelta(milliseconds=1)) <= 1
+
+    report = await verify_chain(db, owner.org_id)
+    assert report.broken is None
+    assert report.events_checked == len(events) == report.head_sequence
+
+
 async def test_canonical_encoding_round_trips_through_the_database(db: Database) -> None:
     """What is hashed at write time is byte for byte what is rebuilt from the stored row."""
     org_id = uuid.uuid4()
@@ -223,6 +277,21 @@ async def test_canonical_encoding_round_trips_through_the_database(db: Database)
         )
         session.add(on_the_second)
         written.append(on_the_second)
+    # The hot path's append (one SQL call on PostgreSQL, which fills in the stamped
+    # fields and hashes there): text that JSON must escape, and text it must not.
+    async with db.transaction() as session:
+        written.append(
+            await write_audit_event(
+                session,
+                AuditEventType.TOKEN_REFRESHED,
+                meta=RequestMeta("203.0.113.9", 'q"uo\\te \u2028 ✓ 𝄞 \t', 'r"\\\x01'),
+                organization_id=org_id,
+                actor_id=None,
+                target_type="session",
+                target_id="tab\tand\u007fdel",
+                details={**details, "é": {"\u0000": "nul", "𝄞": [float(2**53), 1e-7]}},
+            )
+        )
     at_write = {e.id: (canonical_bytes(e), e.hash) for e in written}
 
     async with db.session() as session:
@@ -234,6 +303,67 @@ async def test_canonical_encoding_round_trips_through_the_database(db: Database)
         assert (canonical_bytes(row), row.hash) == at_write[row.id]
         assert event_hash(row) == row.hash
     assert (await verify_chain(db, str(org_id))).broken is None
+
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text_fields=st.lists(st.none() | _TEXT, min_size=7, max_size=7),
+    details=st.dictionaries(_TEXT, _JSON, max_size=4),
+    ids=st.lists(st.none() | st.uuids(), min_size=2, max_size=2),
+    seq=st.integers(1, 2**62),
+    when=st.datetimes(timezones=st.just(UTC)),
+)
+def test_the_documents_fragments_rebuild_the_canonical_bytes(
+    text_fields: list[str | None],
+    details: dict[str, Any],
+    ids: list[uuid.UUID | None],
+    seq: int,
+    when: datetime,
+) -> None:
+    """PostgreSQL hashes ``fragments[0] + actor_id + … + fragments[7]``: for any event,
+    that is exactly the document ``canonical_bytes`` writes (and verification
+    recomputes)."""
+    event_type, target_type, target_id, outcome, ip_address, user_agent, request_id = text_fields
+    audit_event = AuditEvent(
+        organization_id=ids[0],
+        actor_id=ids[1],
+        event_type=event_type,
+        target_type=target_type,
+        target_id=target_id,
+        outcome=outcome,
+        ip_address=ip_address,
+        user_agent=user_agent,
+        request_id=request_id,
+        details=details,
+    )
+    fragments = canonical_fragments(audit_event)
+    audit_event.id, audit_event.occurred_at = uuid7(), when
+    audit_event.prev_hash, audit_event.chain_seq = hashlib.sha256(b"x").hexdigest(), seq
+    # What SQL fills in: each hole's JSON text (to_json of the text, or null).
+    values = {
+        "actor_id": None if ids[1] is None else str(ids[1]),
+        "id": str(audit_event.id),
+        "occurred_at": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "organization_id": None if ids[0] is None else str(ids[0]),
+        "prev_hash": audit_event.prev_hash,
+        "seq": seq,
+        "target_id": target_id,
+    }
+    holes = [json.dumps(values[name], ensure_ascii=False) for name in HOLES]
+    rebuilt = fragments[0] + "".join(v + f for v, f in zip(holes, fragments[1:], strict=True))
+    assert rebuilt.encode("utf-8") == canonical_bytes(audit_event)
 
 
 # -- tampering -------------------------------------------------------------------------

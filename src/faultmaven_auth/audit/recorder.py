@@ -44,8 +44,15 @@ def record_audit_event(
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Add the event to the session: it is linked and written when the session flushes."""
-    event = _new_event(
-        event_type, meta, organization_id, actor_id, target_type, target_id, outcome, details
+    event = new_audit_event(
+        event_type,
+        meta,
+        organization_id=organization_id,
+        actor_id=actor_id,
+        target_type=target_type,
+        target_id=target_id,
+        outcome=outcome,
+        details=details,
     )
     session.add(event)
     return event
@@ -68,23 +75,32 @@ async def write_audit_event(
     For hot paths whose transaction otherwise needs no ORM flush (refresh, login): the
     same event in the same transaction, without the unit of work's cost.
     """
-    event = _new_event(
-        event_type, meta, organization_id, actor_id, target_type, target_id, outcome, details
+    event = new_audit_event(
+        event_type,
+        meta,
+        organization_id=organization_id,
+        actor_id=actor_id,
+        target_type=target_type,
+        target_id=target_id,
+        outcome=outcome,
+        details=details,
     )
     await session.run_sync(append_event, event)
     return event
 
 
-def _new_event(
+def new_audit_event(
     event_type: AuditEventType,
     meta: RequestMeta,
-    organization_id: uuid.UUID | None,
-    actor_id: uuid.UUID | None,
-    target_type: str | None,
-    target_id: uuid.UUID | str | None,
-    outcome: Outcome,
-    details: dict[str, Any] | None,
+    *,
+    organization_id: uuid.UUID | None = None,
+    actor_id: uuid.UUID | None = None,
+    target_type: str | None = None,
+    target_id: uuid.UUID | str | None = None,
+    outcome: Outcome = Outcome.SUCCESS,
+    details: dict[str, Any] | None = None,
 ) -> AuditEvent:
+    """The event as it will be stored, before it is linked into its chain."""
     return AuditEvent(
         organization_id=organization_id,
         actor_id=actor_id,

@@ -9,11 +9,11 @@ The links are made by a ``before_flush`` listener on every ORM session, not by t
 that records events: whoever adds an ``AuditEvent`` to a session gets a chained event,
 in the same transaction. Hot paths (refresh, login) skip the ORM's flush with
 ``append_event``, which links and inserts one event through the same head with Core
-statements. Appends are serialized per chain through its row in ``audit_chain_heads``:
-the first statement of an append advances the head (an UPDATE, so PostgreSQL locks that
-row until commit and SQLite takes its single write lock), and only then reads the
-previous hash, so two transactions can never link to the same predecessor. Rolled-back
-transactions roll the head back with their events.
+statements (on PostgreSQL, one call of a function). Appends are serialized per chain
+through its row in ``audit_chain_heads``: the first statement of an append advances the
+head (an UPDATE, so PostgreSQL locks that row until commit and SQLite takes its single
+write lock), and only then reads the previous hash, so two transactions can never link
+to the same predecessor. Rolled-back transactions roll the head back with their events.
 
 The canonical document (version 1) is what verifiers outside this service recompute:
 UTF-8 JSON with sorted keys, no whitespace, non-ASCII kept as is, of ``v`` (1), ``seq``,
@@ -32,7 +32,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, event, insert, update
+from sqlalchemy import JSON, Row, Table, Uuid, bindparam, event, insert, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, UOWTransaction
@@ -67,14 +67,14 @@ def _uuid_text(value: uuid.UUID | None) -> str | None:
     return None if value is None else str(value)
 
 
-def canonical_bytes(event: AuditEvent) -> bytes:
-    """The exact bytes hashed for ``event`` (chain fields included)."""
-    document: dict[str, Any] = {
+def _document(event: AuditEvent) -> dict[str, Any]:
+    """The canonical document's fields, as JSON values (see the module's docstring)."""
+    return {
         "v": CANONICAL_VERSION,
         "seq": event.chain_seq,
         "prev_hash": event.prev_hash,
         "id": _uuid_text(event.id),
-        "occurred_at": format_timestamp(event.occurred_at),
+        "occurred_at": None if event.occurred_at is None else format_timestamp(event.occurred_at),
         "organization_id": _uuid_text(event.organization_id),
         "actor_id": _uuid_text(event.actor_id),
         "event_type": event.event_type,
@@ -86,9 +86,46 @@ def canonical_bytes(event: AuditEvent) -> bytes:
         "request_id": event.request_id,
         "details": event.details,
     }
+
+
+def _dumps(value: Any) -> str:
     return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def canonical_bytes(event: AuditEvent) -> bytes:
+    """The exact bytes hashed for ``event`` (chain fields included)."""
+    if event.occurred_at is None:
+        raise ValueError("an audit event is hashed once its time is set")
+    return _dumps(_document(event)).encode("utf-8")
+
+
+# The fields PostgreSQL fills in (see migration 0007), in the document's key order: the
+# stamped ones, and the ones a refresh only learns inside its statement.
+HOLES = ("actor_id", "id", "occurred_at", "organization_id", "prev_hash", "seq", "target_id")
+
+
+def canonical_fragments(event: AuditEvent) -> list[str]:
+    """The canonical document as text, cut where the ``HOLES`` fields' JSON values go.
+
+    ``fragments[0] + json(actor_id) + fragments[1] + json(id) + … + fragments[7]`` is,
+    byte for byte, what ``canonical_bytes`` encodes once those fields are known; the
+    event's own values for them are not used. A flat JSON object with sorted keys is
+    its members' texts joined by commas, which is how it is put together here.
+    """
+    document = _document(event)
+    fragments: list[str] = []
+    text = "{"
+    for position, key in enumerate(sorted(document)):
+        text += ("," if position else "") + _dumps(key) + ":"
+        if key in HOLES:
+            fragments.append(text)
+            text = ""
+        else:
+            text += _dumps(document[key])
+    fragments.append(text + "}")
+    return fragments
 
 
 def event_hash(event: AuditEvent) -> str:
@@ -114,14 +151,34 @@ _SET_HASH = (
     update(_HEADS).where(_HEADS.c.chain_key == bindparam("key")).values(hash=bindparam("head_hash"))
 )
 _INSERT_EVENT = insert(_EVENTS)
-# PostgreSQL: the event's INSERT rides along with the head's hash UPDATE (a
-# data-modifying WITH), one round trip instead of two.
-_INSERT_EVENT_AND_SET_HASH = _SET_HASH.add_cte(
-    insert(_EVENTS)
-    .values(
-        {name: bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS}
-    )
-    .cte("appended_event")
+# PostgreSQL: the whole append is one call of the function created by migration 0007.
+_APPEND = text(
+    "SELECT appended_id, appended_at, appended_seq, appended_prev_hash, appended_hash"
+    " FROM audit_chain_append(:key, :fragments, :organization_id, :actor_id, :event_type,"
+    " :target_type, :target_id, :outcome, :ip_address, :user_agent, :request_id, :details)"
+).bindparams(
+    bindparam("details", type_=JSON()),
+    bindparam("organization_id", type_=Uuid()),
+    bindparam("actor_id", type_=Uuid()),
+)
+# The event's fields bound as they are; the holes' fields come from the caller.
+_KNOWN_FIELDS = (
+    "event_type",
+    "target_type",
+    "outcome",
+    "ip_address",
+    "user_agent",
+    "request_id",
+    "details",
+)
+_HOLE_PARAMETERS = ("organization_id", "actor_id", "target_id")
+# What the function returns: the columns ``take_appended`` reads.
+APPENDED_COLUMNS = (
+    "appended_id",
+    "appended_at",
+    "appended_seq",
+    "appended_prev_hash",
+    "appended_hash",
 )
 
 
@@ -193,20 +250,49 @@ def append_event(session: Session, audit_event: AuditEvent) -> None:
     For hot paths (every refresh writes an event): the unit of work costs more than the
     event itself. ``audit_event`` only carries the fields and never joins the session;
     the chain is the same as the listener's (same head, lock and canonical document).
+    The event's id and time are always taken under the head's lock, and set on
+    ``audit_event`` with its chain fields.
+
+    On PostgreSQL the append is one statement (``audit_chain_append``), so the head row
+    stays locked for that statement and the commit, not for a round trip to this
+    process in between: under load, each such round trip also waits for the event loop,
+    and one organization's appends queue on its head.
     """
     key = chain_key(audit_event.organization_id)
-    previous_seq, previous_hash = _advance_head(session, key, 1)
-    head_hash = _link(audit_event, previous_seq + 1, previous_hash)
     if session.get_bind().dialect.name == "postgresql":
-        fields = {f"event_{name}": getattr(audit_event, name) for name in _EVENT_COLUMNS}
-        session.execute(_INSERT_EVENT_AND_SET_HASH, {"key": key, "head_hash": head_hash, **fields})
-    else:
-        session.execute(
-            _INSERT_EVENT, {name: getattr(audit_event, name) for name in _EVENT_COLUMNS}
-        )
-        _set_head_hash(session, key, head_hash)
+        params = {**append_parameters(audit_event), "key": key}
+        params.update({name: getattr(audit_event, name) for name in _HOLE_PARAMETERS})
+        take_appended(session, audit_event, session.execute(_APPEND, params).one())
+        return
+    audit_event.details = _as_stored(audit_event.details)
+    previous_seq, previous_hash = _advance_head(session, key, 1)
+    audit_event.id, audit_event.occurred_at = uuid7(), utcnow()
+    head_hash = _link(audit_event, previous_seq + 1, previous_hash)
+    session.execute(_INSERT_EVENT, {name: getattr(audit_event, name) for name in _EVENT_COLUMNS})
+    _set_head_hash(session, key, head_hash)
     # The ORM's flush events never see this event: whoever ships committed events
     # (security.audit_export) finds it here.
+    session.info.setdefault(APPENDED_EVENTS, []).append(audit_event)
+
+
+def append_parameters(audit_event: AuditEvent) -> dict[str, Any]:
+    """``audit_chain_append``'s parameters known before the call: the document's
+    fragments and the fields that are not holes (the caller binds ``key`` and the
+    organization, actor and target, from values or from its statement's rows)."""
+    audit_event.details = _as_stored(audit_event.details)
+    params = {name: getattr(audit_event, name) for name in _KNOWN_FIELDS}
+    params["fragments"] = canonical_fragments(audit_event)
+    return params
+
+
+def take_appended(session: Session, audit_event: AuditEvent, row: Row[Any]) -> None:
+    """Set what ``audit_chain_append`` stamped (its ``appended_*`` columns) on the event,
+    and hand the event to whoever ships committed events (``security.audit_export``)."""
+    audit_event.id = uuid.UUID(bytes=row.appended_id.bytes)
+    audit_event.occurred_at = row.appended_at
+    audit_event.chain_seq = int(row.appended_seq)
+    audit_event.prev_hash = str(row.appended_prev_hash)
+    audit_event.hash = str(row.appended_hash)
     session.info.setdefault(APPENDED_EVENTS, []).append(audit_event)
 
 

@@ -213,6 +213,9 @@ class Database:
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         writer = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         self.write_sessionmaker = async_sessionmaker(writer, expire_on_commit=False)
+        self.autocommit_sessionmaker = async_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
         # SQLite grants its write lock to whichever waiter polls first (busy handler sleeps
         # of up to 100 ms), so under a burst the lock sits idle between writers and one can
         # lose for the whole busy timeout. Queueing this process's writers first hands the
@@ -230,6 +233,21 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         async with self._queued_writer(), self.write_sessionmaker() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def single_statement(self) -> AsyncIterator[AsyncSession]:
+        """PostgreSQL: a session whose statements commit one by one, as they end.
+
+        For a write that is one statement (a refresh): no ``BEGIN`` and ``COMMIT`` round
+        trips, and the row locks it takes are released as it ends, not after the
+        application has read its result and sent ``COMMIT``. The session's commit events
+        still run when the block ends (audit export). SQLite writers use
+        ``transaction()``, which queues them.
+        """
+        if self._write_queue is not None:
+            raise RuntimeError("single_statement() is for PostgreSQL; use transaction()")
+        async with self.autocommit_sessionmaker() as session, session.begin():
             yield session
 
     @asynccontextmanager

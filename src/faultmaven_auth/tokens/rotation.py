@@ -5,12 +5,14 @@ concurrent refreshes cannot both succeed) and a successor is issued in the same 
 Presenting a token that was already rotated means a copy is in someone else's hands:
 the whole family is revoked, its access tokens too, and the reuse is audited.
 
-The success path is one transaction of Core statements: the claim (a conditional
-``UPDATE … RETURNING`` that checks expiry, the absolute lifetime and a live account),
-the successor's ``INSERT`` and the audit append. On PostgreSQL the claim and the
-``INSERT`` are one statement (a data-modifying ``WITH``), so a refresh there is three
-statements; SQLite, which has no such ``WITH``, runs them apart (five in all). Only a
-refused claim reads the token again, to tell reuse from an invalid token.
+The success path is Core statements: the claim (a conditional ``UPDATE … RETURNING``
+that checks expiry, the absolute lifetime and a live account), the successor's
+``INSERT`` and the audit append. On PostgreSQL they are one statement (a data-modifying
+``WITH`` that calls ``audit_chain_append``), run in autocommit: no ``BEGIN`` or
+``COMMIT`` round trips, and the organization's audit chain head is locked only while
+PostgreSQL runs it. SQLite, which has no such ``WITH``, runs them apart in one
+transaction (five statements). Only a refused claim reads the token again, to tell reuse
+from an invalid token.
 """
 
 from __future__ import annotations
@@ -19,15 +21,41 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Interval, Row, String, Update, bindparam, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Interval,
+    Row,
+    Select,
+    String,
+    Text,
+    Update,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
 from faultmaven_auth.audit.events import AuditEventType, Outcome
-from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event, write_audit_event
+from faultmaven_auth.audit.recorder import (
+    RequestMeta,
+    new_audit_event,
+    record_audit_event,
+    write_audit_event,
+)
 from faultmaven_auth.errors import InvalidToken
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.events import SecurityEventType, emit_security_event
+from faultmaven_auth.storage.audit_chain import (
+    APPENDED_COLUMNS,
+    append_parameters,
+    take_appended,
+)
 from faultmaven_auth.storage.ids import uuid7
 from faultmaven_auth.storage.models import Organization, User
 from faultmaven_auth.storage.models.base import UTCDateTime, utcnow
@@ -137,43 +165,109 @@ def _claim_and_insert_statement() -> ReturningInsert[Any]:
     )
 
 
+def _refresh_statement() -> Select[Any]:
+    """PostgreSQL: the whole refresh (claim, successor, audit event) as one statement.
+
+    The audit event is appended by ``audit_chain_append`` (migration 0007) for the
+    successor's row: organization, user and family come from the claimed token, and
+    the document's other fields are bound. Run in autocommit, the statement commits as
+    it ends, so the organization's chain head is locked only while it runs.
+    """
+    successor = _claim_and_insert_statement().cte("successor")
+    appended = (
+        func.audit_chain_append(
+            cast(successor.c.organization_id, String),
+            bindparam("fragments", type_=ARRAY(Text())),
+            successor.c.organization_id,
+            successor.c.user_id,
+            bindparam("event_type", type_=String()),
+            bindparam("target_type", type_=String()),
+            cast(successor.c.family_id, String),
+            bindparam("outcome", type_=String()),
+            bindparam("ip_address", type_=String()),
+            bindparam("user_agent", type_=String()),
+            bindparam("request_id", type_=String()),
+            bindparam("details", type_=JSON()),
+        )
+        .table_valued(*APPENDED_COLUMNS)
+        .lateral("appended")
+    )
+    return select(
+        successor.c.family_id,
+        successor.c.user_id,
+        successor.c.organization_id,
+        successor.c.session_started_at,
+        *appended.c,
+    ).select_from(successor.join(appended, true()))
+
+
 # Built once: a statement's cache key is memoized on it, so no request rebuilds one.
 _CLAIM = _claim_statement()
 _CLAIM_AND_INSERT = _claim_and_insert_statement()
+_REFRESH = _refresh_statement()
 
 
 async def _claim_and_issue(
-    session: AsyncSession, runtime: Runtime, token_hash: str, now: datetime
-) -> tuple[Row[Any], TokenPair] | None:
-    """Claim the presented token and issue its successor; None when the claim failed."""
+    session: AsyncSession, runtime: Runtime, token_hash: str, now: datetime, meta: RequestMeta
+) -> TokenPair | None:
+    """SQLite: claim the presented token, issue its successor and audit the refresh, in
+    the caller's transaction; None when the claim failed."""
     lifetime = timedelta(seconds=runtime.settings.session_absolute_lifetime_seconds)
     claim = {"presented_hash": token_hash, "now": now, "started_after": now - lifetime}
-    if session.get_bind().dialect.name != "postgresql":
-        claimed = (await session.execute(_CLAIM, claim)).first()
-        if claimed is None:
-            return None
-        pair = await issue_token_pair(
-            session,
-            runtime,
-            user_id=claimed.user_id,
-            organization_id=claimed.organization_id,
-            family_id=claimed.family_id,
-            session_started_at=claimed.session_started_at,
-        )
-        return claimed, pair
+    claimed = (await session.execute(_CLAIM, claim)).first()
+    if claimed is None:
+        return None
+    pair = await issue_token_pair(
+        session,
+        runtime,
+        user_id=claimed.user_id,
+        organization_id=claimed.organization_id,
+        family_id=claimed.family_id,
+        session_started_at=claimed.session_started_at,
+    )
+    await write_audit_event(
+        session,
+        AuditEventType.TOKEN_REFRESHED,
+        meta=meta,
+        organization_id=claimed.organization_id,
+        actor_id=claimed.user_id,
+        target_type="session",
+        target_id=claimed.family_id,
+    )
+    return pair
+
+
+async def _refresh_in_one_statement(
+    runtime: Runtime, token_hash: str, now: datetime, meta: RequestMeta
+) -> TokenPair | None:
+    """PostgreSQL: the refresh as one statement that commits on its own (``_REFRESH``);
+    None when the claim failed (nothing was written)."""
+    lifetime = timedelta(seconds=runtime.settings.session_absolute_lifetime_seconds)
     raw = new_refresh_token()
     ttl = timedelta(seconds=runtime.settings.refresh_token_ttl_seconds)
+    # The event's organization, actor and target are the claimed token's: holes here.
+    audit_event = new_audit_event(
+        AuditEventType.TOKEN_REFRESHED, meta, target_type="session", target_id=None
+    )
     params = {
-        **claim,
+        "presented_hash": token_hash,
+        "now": now,
+        "started_after": now - lifetime,
         "successor_id": uuid7(),
         "successor_hash": hash_token(raw),
         "ttl_end": now + ttl,
         "lifetime": lifetime,
+        **append_parameters(audit_event),
     }
-    claimed = (await session.execute(_CLAIM_AND_INSERT, params)).first()
-    if claimed is None:
-        return None
-    pair = signed_pair(
+    async with runtime.db.single_statement() as session:
+        claimed = (await session.execute(_REFRESH, params)).first()
+        if claimed is None:
+            return None
+        audit_event.organization_id = claimed.organization_id
+        audit_event.actor_id = claimed.user_id
+        audit_event.target_id = str(claimed.family_id)
+        take_appended(session.sync_session, audit_event, claimed)
+    return signed_pair(
         runtime,
         raw,
         claimed.user_id,
@@ -181,7 +275,6 @@ async def _claim_and_issue(
         claimed.family_id,
         session_ends_at(runtime, claimed.session_started_at),
     )
-    return claimed, pair
 
 
 async def _refusal(
@@ -218,36 +311,42 @@ async def _refusal(
     return token
 
 
+async def _revoke_reused_family(
+    session: AsyncSession, runtime: Runtime, reused: Row[Any], meta: RequestMeta
+) -> None:
+    await revoke_refresh_family(session, reused.family_id)
+    observe_session_end(runtime, reused.session_started_at)
+    record_audit_event(
+        session,
+        AuditEventType.REFRESH_TOKEN_REUSED,
+        meta=meta,
+        organization_id=reused.organization_id,
+        actor_id=reused.user_id,
+        target_type="session",
+        target_id=reused.family_id,
+        outcome=Outcome.FAILURE,
+    )
+
+
 async def _rotate_refresh_token(runtime: Runtime, raw_token: str, meta: RequestMeta) -> TokenPair:
     now = utcnow()
     token_hash = hash_token(raw_token)
-    async with runtime.db.transaction() as session:
-        issued = await _claim_and_issue(session, runtime, token_hash, now)
-        if issued is not None:
-            claimed, pair = issued
-            await write_audit_event(
-                session,
-                AuditEventType.TOKEN_REFRESHED,
-                meta=meta,
-                organization_id=claimed.organization_id,
-                actor_id=claimed.user_id,
-                target_type="session",
-                target_id=claimed.family_id,
-            )
+    if runtime.db.engine.dialect.name == "postgresql":
+        pair = await _refresh_in_one_statement(runtime, token_hash, now, meta)
+        if pair is not None:
             return pair
-        reused = await _refusal(session, runtime, token_hash, now)
-        await revoke_refresh_family(session, reused.family_id)
-        observe_session_end(runtime, reused.session_started_at)
-        record_audit_event(
-            session,
-            AuditEventType.REFRESH_TOKEN_REUSED,
-            meta=meta,
-            organization_id=reused.organization_id,
-            actor_id=reused.user_id,
-            target_type="session",
-            target_id=reused.family_id,
-            outcome=Outcome.FAILURE,
-        )
+        # Refused, and nothing was written: why is read in a transaction of its own
+        # (the reads that followed a refused claim in the same transaction before).
+        async with runtime.db.transaction() as session:
+            reused = await _refusal(session, runtime, token_hash, now)
+            await _revoke_reused_family(session, runtime, reused, meta)
+    else:
+        async with runtime.db.transaction() as session:
+            pair = await _claim_and_issue(session, runtime, token_hash, now, meta)
+            if pair is not None:
+                return pair
+            reused = await _refusal(session, runtime, token_hash, now)
+            await _revoke_reused_family(session, runtime, reused, meta)
     # Committed: the family is revoked and the reuse audited; now deny its access tokens.
     await revoke_family_access(
         runtime.kv, reused.family_id, runtime.settings.access_token_ttl_seconds
