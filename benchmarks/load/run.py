@@ -62,8 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--db-pool-size",
         type=int,
-        default=5,
-        help="DATABASE_POOL_SIZE of the PostgreSQL runs (overflow doubles it)",
+        default=10,
+        help="DATABASE_POOL_SIZE of the PostgreSQL runs (default: the service's own; "
+        "overflow doubles it)",
     )
     parser.add_argument(
         "--profile",

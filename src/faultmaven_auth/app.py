@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import uuid
@@ -257,7 +258,31 @@ async def _refresh_keys_forever(runtime: Runtime) -> None:
             )
 
 
-def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+def create_served_app() -> FastAPI:
+    """The app each worker of ``faultmaven-auth serve`` builds (uvicorn's factory).
+
+    It also freezes the worker's startup heap once the lifespan has started: the
+    modules, routes, engine and caches live as long as the worker, yet every full
+    collection of the cyclic garbage collector walked all of them (about 215,000
+    objects, 70 ms on an idle core), stalling every request in flight every few seconds
+    under load. Frozen, they are out of the collector's reach; what requests allocate is
+    collected as before. Tests build many apps in one process and keep ``create_app``,
+    which does not freeze.
+    """
+    return create_app(freeze_startup_heap=True)
+
+
+def _freeze_startup_heap() -> None:
+    gc.collect()  # startup's own garbage first: frozen objects are never collected
+    gc.freeze()
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    configure_logs: bool = True,
+    freeze_startup_heap: bool = False,
+) -> FastAPI:
     settings = settings or load_settings()
     problems = settings.startup_problems()
     if problems:
@@ -298,6 +323,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             if settings.metrics_enabled and settings.metrics_port is not None:
                 metrics_server = MetricsServer(app, settings.host, settings.metrics_port)
                 await metrics_server.start()
+            if freeze_startup_heap:
+                _freeze_startup_heap()
             logger.info("Service started", extra={"version": __version__})
             yield
         finally:

@@ -76,7 +76,7 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
         err=True,
     )
     uvicorn.run(
-        "faultmaven_auth.app:create_app",
+        "faultmaven_auth.app:create_served_app",
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -239,8 +239,8 @@ async def test_committed_audit_events_ship_when_asked_and_only_to_the_siem(
     fresh_app: FreshApp, tcp_receiver: TcpReceiver, logs: LogLines
 ) -> None:
     """SIEM_AUDIT_EVENTS=true: each committed audit event arrives once, as the audit API
-    returns it (hash chain included); a refused change ships only its refusal; nothing
-    of it is printed on stdout."""
+    returns it (hash chain included), the hot paths' events too; a refused change ships
+    only its refusal; nothing of it is printed on stdout."""
     settings = {
         "logstash_host": "127.0.0.1",
         "logstash_port": tcp_receiver.port,
@@ -257,6 +257,11 @@ async def test_committed_audit_events_ship_when_asked_and_only_to_the_siem(
             json={"role_ids": [SYSTEM_ROLE_IDS["owner"]]},
         )
         assert refused.status_code == 403
+        # A refresh writes its event inside the one statement that commits it (PostgreSQL).
+        refreshed = await http.post(
+            "/api/v1/auth/refresh", json={"refresh_token": owner.refresh_token}
+        )
+        assert refreshed.status_code == 200
         listed = await http.get(f"{owner.org_url}/audit-events?limit=200", headers=owner.headers)
         kept = {item["id"]: item for item in listed.json()["items"]}
 
@@ -272,6 +277,7 @@ async def test_committed_audit_events_ship_when_asked_and_only_to_the_siem(
     assert arrived == kept
     assert "role.assigned" not in {a["event_type"] for a in arrived.values()}
     assert "authz.permission_denied" in {a["event_type"] for a in arrived.values()}
+    assert "auth.token.refreshed" in {a["event_type"] for a in arrived.values()}
     assert all(a["hash"] for a in arrived.values())
     lines = [json.loads(line) for line in json_of_type(tcp_receiver.lines(), "audit_event")]
     assert {line["logger"] for line in lines} == {"audit"}

@@ -253,10 +253,11 @@ def append_event(session: Session, audit_event: AuditEvent) -> None:
     The event's id and time are always taken under the head's lock, and set on
     ``audit_event`` with its chain fields.
 
-    On PostgreSQL the append is one statement (``audit_chain_append``), so the head row
-    stays locked for that statement and the commit, not for a round trip to this
-    process in between: under load, each such round trip also waits for the event loop,
-    and one organization's appends queue on its head.
+    On PostgreSQL the append is one statement (``audit_chain_append``), so between it
+    and the commit, while the head row is locked, there is one round trip to this
+    process instead of three: under load each of them also waits for the event loop,
+    and one organization's appends queue on its head. A refresh goes further and calls
+    the function from the one statement that commits it (``tokens.rotation``).
     """
     key = chain_key(audit_event.organization_id)
     if session.get_bind().dialect.name == "postgresql":
