@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event, update
 
 from faultmaven_auth.runtime import Runtime
@@ -110,3 +111,22 @@ async def test_an_unknown_refresh_token_is_a_plain_401(client: httpx.AsyncClient
     response = await client.post("/api/v1/auth/refresh", json={"refresh_token": "fmr_unknown"})
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "INVALID_TOKEN"
+
+
+async def test_a_refresh_that_cannot_sign_leaves_its_token_unspent(
+    client: httpx.AsyncClient, runtime: Runtime, owner: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No signing key (the database was down at start): 503 NO_SIGNING_KEY, and the token
+    is not consumed (PostgreSQL commits the refresh before it signs), so once the keys
+    are back the same token still rotates once."""
+    with monkeypatch.context() as keyless:
+        keyless.setattr(runtime.keys, "_keys", {})
+        refused = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": owner.refresh_token}
+        )
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "NO_SIGNING_KEY"
+    again = await client.post("/api/v1/auth/refresh", json={"refresh_token": owner.refresh_token})
+    assert again.status_code == 200
+    reused = await client.post("/api/v1/auth/refresh", json={"refresh_token": owner.refresh_token})
+    assert reused.json()["error"]["code"] == "REFRESH_TOKEN_REUSED"

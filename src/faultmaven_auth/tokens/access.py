@@ -124,6 +124,14 @@ class AccessTokenCodec:
         )
         return IssuedAccessToken(token=token, claims=claims)
 
+    def require_signing_key(self) -> None:
+        """Raise what ``issue`` would (``NO_SIGNING_KEY``) when no key can sign now.
+
+        For callers that commit before they sign: a refresh that consumed its token and
+        then failed to sign would leave the client with a spent token.
+        """
+        self._keys.current()
+
     def verify(self, token: str) -> AccessClaims:
         """The token's claims, or ``InvalidToken`` (``ExpiredToken`` when only expired)."""
         if not self._keys.loaded:

@@ -242,6 +242,9 @@ async def _refresh_in_one_statement(
 ) -> TokenPair | None:
     """PostgreSQL: the refresh as one statement that commits on its own (``_REFRESH``);
     None when the claim failed (nothing was written)."""
+    # The statement commits before the access token is signed: make sure one can be,
+    # or the presented token would be spent on a 503.
+    runtime.access_tokens.require_signing_key()
     lifetime = timedelta(seconds=runtime.settings.session_absolute_lifetime_seconds)
     raw = new_refresh_token()
     ttl = timedelta(seconds=runtime.settings.refresh_token_ttl_seconds)
