@@ -203,7 +203,6 @@ def _refresh_statement() -> Select[Any]:
 
 # Built once: a statement's cache key is memoized on it, so no request rebuilds one.
 _CLAIM = _claim_statement()
-_CLAIM_AND_INSERT = _claim_and_insert_statement()
 _REFRESH = _refresh_statement()
 
 
