@@ -45,14 +45,7 @@ def record_audit_event(
 ) -> AuditEvent:
     """Add the event to the session: it is linked and written when the session flushes."""
     event = new_audit_event(
-        event_type,
-        meta,
-        organization_id=organization_id,
-        actor_id=actor_id,
-        target_type=target_type,
-        target_id=target_id,
-        outcome=outcome,
-        details=details,
+        event_type, meta, organization_id, actor_id, target_type, target_id, outcome, details
     )
     session.add(event)
     return event
@@ -76,14 +69,7 @@ async def write_audit_event(
     same event in the same transaction, without the unit of work's cost.
     """
     event = new_audit_event(
-        event_type,
-        meta,
-        organization_id=organization_id,
-        actor_id=actor_id,
-        target_type=target_type,
-        target_id=target_id,
-        outcome=outcome,
-        details=details,
+        event_type, meta, organization_id, actor_id, target_type, target_id, outcome, details
     )
     await session.run_sync(append_event, event)
     return event
@@ -92,7 +78,6 @@ async def write_audit_event(
 def new_audit_event(
     event_type: AuditEventType,
     meta: RequestMeta,
-    *,
     organization_id: uuid.UUID | None = None,
     actor_id: uuid.UUID | None = None,
     target_type: str | None = None,

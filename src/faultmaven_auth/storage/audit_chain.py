@@ -88,10 +88,10 @@ def _document(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+# One encoder for every call: json.dumps with options builds a new one each time.
+_dumps = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
 
 
 def canonical_bytes(event: AuditEvent) -> bytes:
