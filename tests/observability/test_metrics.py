@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from faultmaven_auth.config import Settings
+from faultmaven_auth.observability.db_metrics import operation_of, statement_operation
 from tests.conftest import (
     PASSWORD,
     SYSTEM_ROLE_IDS,
@@ -324,3 +325,34 @@ async def test_alerted_on_counters_are_exported_at_zero_before_any_event(
     for name, labels in expected:
         key = (name, tuple(sorted(labels.items())))
         assert samples.get(key) == 0.0, (name, labels)
+
+
+@pytest.mark.parametrize(
+    ("statement", "operation", "label"),
+    [
+        ("SELECT users.id FROM users", "SELECT", "SELECT"),
+        ("  insert into t (a) values ($1)", "INSERT", "INSERT"),
+        ("DELETE FROM t WHERE id = $1", "DELETE", "DELETE"),
+        # A read-only WITH is a read, whatever its columns are called.
+        (
+            "WITH recent AS (SELECT updated_at, deleted FROM t) SELECT * FROM recent",
+            "SELECT",
+            "SELECT",
+        ),
+        # PostgreSQL's one-statement refresh and login: a write, labelled by its first one.
+        (
+            "WITH claimed AS (UPDATE refresh_tokens SET rotated_at=$1 RETURNING id), "
+            "successor AS (INSERT INTO refresh_tokens SELECT * FROM claimed) "
+            "SELECT * FROM audit_chain_append($2)",
+            "UPDATE",
+            "UPDATE",
+        ),
+        ("with issued as (insert into t values ($1)) select 1", "INSERT", "INSERT"),
+        ("PRAGMA journal_mode", "PRAGMA", "OTHER"),
+        ("", "", "OTHER"),
+    ],
+)
+def test_a_statements_operation(statement: str, operation: str, label: str) -> None:
+    """The span's operation and the metric's label: a data-modifying WITH is its write."""
+    assert statement_operation(statement) == operation
+    assert operation_of(statement) == label

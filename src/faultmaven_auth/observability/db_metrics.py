@@ -3,6 +3,7 @@ the connection pool's usage and checkout waits (``storage.db.PoolMonitor``)."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -16,10 +17,26 @@ _OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
 _START = "fm_query_start"
 
 
-def operation_of(statement: str) -> str:
+# A data-modifying WITH (PostgreSQL's one-statement refresh and login) is a write.
+_WRITE_KEYWORD = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+
+
+def statement_operation(statement: str) -> str:
+    """The statement's first keyword, upper-case ("" for none); for a ``WITH``, what it
+    does: its first ``INSERT``, ``UPDATE`` or ``DELETE``, else ``SELECT``. Values are
+    bound parameters, never in the text, so a keyword found is the statement's own."""
     head = statement.lstrip().split(None, 1)
     word = head[0].upper() if head else ""
-    return word if word in _OPERATIONS else "OTHER"
+    if word == "WITH":
+        found = _WRITE_KEYWORD.search(statement)
+        return found.group(1).upper() if found else "SELECT"
+    return word
+
+
+def operation_of(statement: str) -> str:
+    """``db_queries_total``'s ``operation`` label."""
+    operation = statement_operation(statement)
+    return operation if operation in _OPERATIONS else "OTHER"
 
 
 def instrument_engine(engine: Engine, metrics: Metrics) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from faultmaven_auth.observability.db_metrics import statement_operation
 from faultmaven_auth.observability.http_metrics import EXCLUDED_PATHS
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
@@ -110,9 +111,9 @@ _SPAN_KEY = "_fm_otel_span"
 _DB_SYSTEMS = {"postgresql": "postgresql", "sqlite": "sqlite"}
 
 
-def _first_keyword(statement: str) -> str:
-    head = statement.lstrip().split(None, 1)
-    return head[0].upper() if head and head[0].isalpha() else "SQL"
+def _operation(statement: str) -> str:
+    operation = statement_operation(statement)
+    return operation if operation.isalpha() else "SQL"
 
 
 def instrument_sql(engine: Engine, tracer: Tracer) -> Callable[[], None]:
@@ -135,7 +136,7 @@ def instrument_sql(engine: Engine, tracer: Tracer) -> Callable[[], None]:
     def before(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: Any) -> None:
         if ctx is None:  # the dialect's own first-connect queries
             return
-        operation = _first_keyword(statement)
+        operation = _operation(statement)
         span = tracer.start_span(operation, kind=SpanKind.CLIENT)
         if span.is_recording():
             span.set_attributes(common)

@@ -9,7 +9,8 @@ The links are made by a ``before_flush`` listener on every ORM session, not by t
 that records events: whoever adds an ``AuditEvent`` to a session gets a chained event,
 in the same transaction. Hot paths (refresh, login) skip the ORM's flush with
 ``append_event``, which links and inserts one event through the same head with Core
-statements (on PostgreSQL, one call of a function). Appends are serialized per chain
+statements (on PostgreSQL, one call of a function, which refresh and login make from
+the one statement that also writes their rows). Appends are serialized per chain
 through its row in ``audit_chain_heads``: the first statement of an append advances the
 head (an UPDATE, so PostgreSQL locks that row until commit and SQLite takes its single
 write lock), and only then reads the previous hash, so two transactions can never link
@@ -32,10 +33,28 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Row, Table, Uuid, bindparam, event, insert, text, update
+from sqlalchemy import (
+    CTE,
+    JSON,
+    ColumnElement,
+    Row,
+    Select,
+    String,
+    Table,
+    Text,
+    Uuid,
+    bindparam,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, UOWTransaction
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 from faultmaven_auth.storage.ids import uuid7
 from faultmaven_auth.storage.models.audit import AuditChainHead, AuditEvent
@@ -151,17 +170,10 @@ _SET_HASH = (
     update(_HEADS).where(_HEADS.c.chain_key == bindparam("key")).values(hash=bindparam("head_hash"))
 )
 _INSERT_EVENT = insert(_EVENTS)
-# PostgreSQL: the whole append is one call of the function created by migration 0007.
-_APPEND = text(
-    "SELECT appended_id, appended_at, appended_seq, appended_prev_hash, appended_hash"
-    " FROM audit_chain_append(:key, :fragments, :organization_id, :actor_id, :event_type,"
-    " :target_type, :target_id, :outcome, :ip_address, :user_agent, :request_id, :details)"
-).bindparams(
-    bindparam("details", type_=JSON()),
-    bindparam("organization_id", type_=Uuid()),
-    bindparam("actor_id", type_=Uuid()),
-)
-# The event's fields bound as they are; the holes' fields come from the caller.
+# The event's fields bound as they are; the holes' fields come from the caller. Every
+# parameter of the call is named ``audit_<field>``: a statement that also writes other
+# tables (``append_after``) must not hand a column of theirs a value meant for the event
+# (SQLAlchemy adds a parameter named like a column to an UPDATE's SET).
 _KNOWN_FIELDS = (
     "event_type",
     "target_type",
@@ -180,6 +192,54 @@ APPENDED_COLUMNS = (
     "appended_prev_hash",
     "appended_hash",
 )
+
+
+def append_call(
+    key: ColumnElement[Any],
+    organization_id: ColumnElement[Any],
+    actor_id: ColumnElement[Any],
+    target_id: ColumnElement[Any],
+) -> TableValuedAlias:
+    """PostgreSQL: ``audit_chain_append`` (migration 0007) as a table: the chain's key and
+    the holes' values as given (bound, or columns of the caller's statement), the rest
+    bound from ``append_parameters``."""
+    return func.audit_chain_append(
+        key,
+        bindparam("audit_fragments", type_=ARRAY(Text())),
+        organization_id,
+        actor_id,
+        bindparam("audit_event_type", type_=String()),
+        bindparam("audit_target_type", type_=String()),
+        target_id,
+        bindparam("audit_outcome", type_=String()),
+        bindparam("audit_ip_address", type_=String()),
+        bindparam("audit_user_agent", type_=String()),
+        bindparam("audit_request_id", type_=String()),
+        bindparam("audit_details", type_=JSON()),
+    ).table_valued(*APPENDED_COLUMNS)
+
+
+def append_after(*writes: CTE) -> Select[Any]:
+    """PostgreSQL: one statement that runs ``writes`` (data-modifying ``WITH`` queries
+    whose rows nothing reads) and appends one event, every argument of the call bound
+    (``append_call_parameters``).
+
+    Run in autocommit (``Database.single_statement``), the writes and the event commit
+    together as the statement ends: no ``BEGIN`` or ``COMMIT`` round trip, and the
+    organization's chain head is locked only while PostgreSQL runs it.
+    """
+    appended = append_call(
+        bindparam("audit_key", type_=String()),
+        bindparam("audit_organization_id", type_=Uuid()),
+        bindparam("audit_actor_id", type_=Uuid()),
+        bindparam("audit_target_id", type_=String()),
+    )
+    statement = select(*appended.c)
+    return statement.add_cte(*writes) if writes else statement
+
+
+# Built once: the append alone (``append_event``).
+_APPEND = append_after()
 
 
 def _advance_head(session: Session, key: str, count: int) -> tuple[int, str]:
@@ -256,15 +316,15 @@ def append_event(session: Session, audit_event: AuditEvent) -> None:
     On PostgreSQL the append is one statement (``audit_chain_append``), so between it
     and the commit, while the head row is locked, there is one round trip to this
     process instead of three: under load each of them also waits for the event loop,
-    and one organization's appends queue on its head. A refresh goes further and calls
-    the function from the one statement that commits it (``tokens.rotation``).
+    and one organization's appends queue on its head. Refresh and login go further and
+    call the function from the one statement that commits them (``append_call``,
+    ``append_after``).
     """
-    key = chain_key(audit_event.organization_id)
     if session.get_bind().dialect.name == "postgresql":
-        params = {**append_parameters(audit_event), "key": key}
-        params.update({name: getattr(audit_event, name) for name in _HOLE_PARAMETERS})
+        params = append_call_parameters(audit_event)
         take_appended(session, audit_event, session.execute(_APPEND, params).one())
         return
+    key = chain_key(audit_event.organization_id)
     audit_event.details = _as_stored(audit_event.details)
     previous_seq, previous_hash = _advance_head(session, key, 1)
     audit_event.id, audit_event.occurred_at = uuid7(), utcnow()
@@ -278,11 +338,19 @@ def append_event(session: Session, audit_event: AuditEvent) -> None:
 
 def append_parameters(audit_event: AuditEvent) -> dict[str, Any]:
     """``audit_chain_append``'s parameters known before the call: the document's
-    fragments and the fields that are not holes (the caller binds ``key`` and the
-    organization, actor and target, from values or from its statement's rows)."""
+    fragments and the fields that are not holes (the caller gives ``append_call`` the
+    key and the organization, actor and target, bound or from its statement's rows)."""
     audit_event.details = _as_stored(audit_event.details)
-    params = {name: getattr(audit_event, name) for name in _KNOWN_FIELDS}
-    params["fragments"] = canonical_fragments(audit_event)
+    params = {f"audit_{name}": getattr(audit_event, name) for name in _KNOWN_FIELDS}
+    params["audit_fragments"] = canonical_fragments(audit_event)
+    return params
+
+
+def append_call_parameters(audit_event: AuditEvent) -> dict[str, Any]:
+    """Every parameter of an ``append_after`` statement's call, from the event alone."""
+    params = append_parameters(audit_event)
+    params["audit_key"] = chain_key(audit_event.organization_id)
+    params.update({f"audit_{name}": getattr(audit_event, name) for name in _HOLE_PARAMETERS})
     return params
 
 

@@ -22,12 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Interval,
     Row,
     Select,
     String,
-    Text,
     Update,
     bindparam,
     cast,
@@ -37,7 +35,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -52,7 +49,7 @@ from faultmaven_auth.errors import InvalidToken
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.events import SecurityEventType, emit_security_event
 from faultmaven_auth.storage.audit_chain import (
-    APPENDED_COLUMNS,
+    append_call,
     append_parameters,
     take_appended,
 )
@@ -174,24 +171,12 @@ def _refresh_statement() -> Select[Any]:
     it ends, so the organization's chain head is locked only while it runs.
     """
     successor = _claim_and_insert_statement().cte("successor")
-    appended = (
-        func.audit_chain_append(
-            cast(successor.c.organization_id, String),
-            bindparam("fragments", type_=ARRAY(Text())),
-            successor.c.organization_id,
-            successor.c.user_id,
-            bindparam("event_type", type_=String()),
-            bindparam("target_type", type_=String()),
-            cast(successor.c.family_id, String),
-            bindparam("outcome", type_=String()),
-            bindparam("ip_address", type_=String()),
-            bindparam("user_agent", type_=String()),
-            bindparam("request_id", type_=String()),
-            bindparam("details", type_=JSON()),
-        )
-        .table_valued(*APPENDED_COLUMNS)
-        .lateral("appended")
-    )
+    appended = append_call(
+        cast(successor.c.organization_id, String),
+        successor.c.organization_id,
+        successor.c.user_id,
+        cast(successor.c.family_id, String),
+    ).lateral("appended")
     return select(
         successor.c.family_id,
         successor.c.user_id,

@@ -37,14 +37,26 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faultmaven_auth.audit.events import AuditEventType
-from faultmaven_auth.audit.recorder import RequestMeta, record_audit_event, write_audit_event
+from faultmaven_auth.audit.recorder import RequestMeta, new_audit_event, record_audit_event
 from faultmaven_auth.errors import InvalidCredentials, LoginCapacityExceeded, TooManyRequests
 from faultmaven_auth.observability.tracing import current_trace_exemplar, traced
 from faultmaven_auth.runtime import Runtime
 from faultmaven_auth.security.lockout import begin_login_attempt
 from faultmaven_auth.sso.policy import SsoRequired, check_password_login
+from faultmaven_auth.storage.audit_chain import (
+    append_after,
+    append_call_parameters,
+    append_event,
+    take_appended,
+)
 from faultmaven_auth.storage.ids import uuid7
-from faultmaven_auth.storage.models import Organization, RefreshToken, SsoProvider, User
+from faultmaven_auth.storage.models import (
+    AuditEvent,
+    Organization,
+    RefreshToken,
+    SsoProvider,
+    User,
+)
 from faultmaven_auth.storage.models.base import utcnow
 from faultmaven_auth.tokens.access import AccessClaims
 from faultmaven_auth.tokens.revocation import (
@@ -61,17 +73,50 @@ REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
 _USERS = cast(Table, User.__table__)
 _INSERT_REFRESH_TOKEN = insert(REFRESH_TOKENS)
 # A login's write to its user, built once (see _LOGIN_ACCOUNT); keyed by whether the
-# password is rehashed too.
+# password is rehashed too. ``updated_at`` is set explicitly (to the login's time): a
+# Python-side ``onupdate`` is not applied to an UPDATE inside a WITH (_LOGIN_WRITES).
+_LOGIN_TIME = bindparam("last_login_at", type_=_USERS.c.last_login_at.type)
 _RECORD_LOGIN = {
     rehashed: update(_USERS)
     .where(_USERS.c.id == bindparam("user_id"))
     .values(
-        last_login_at=bindparam("last_login_at", type_=_USERS.c.last_login_at.type),
+        last_login_at=_LOGIN_TIME,
+        updated_at=_LOGIN_TIME,
         **(
             {"password_hash": bindparam("password_hash", type_=_USERS.c.password_hash.type)}
             if rehashed
             else {}
         ),
+    )
+    for rehashed in (False, True)
+}
+# The columns of a new refresh token's row (``new_refresh_row``).
+_REFRESH_ROW_COLUMNS = (
+    "id",
+    "family_id",
+    "user_id",
+    "organization_id",
+    "token_hash",
+    "created_at",
+    "expires_at",
+    "rotated_at",
+    "revoked_at",
+    "session_started_at",
+)
+# PostgreSQL: a successful login's writes as one statement (``_record_login``): the
+# user's UPDATE and the token's INSERT as data-modifying WITH queries, then the audit
+# append. Keyed, as _RECORD_LOGIN, by whether the password is rehashed.
+_LOGIN_WRITES = {
+    rehashed: append_after(
+        _RECORD_LOGIN[rehashed].cte("recorded"),
+        insert(REFRESH_TOKENS)
+        .values(
+            {
+                name: bindparam(f"token_{name}", type_=REFRESH_TOKENS.c[name].type)
+                for name in _REFRESH_ROW_COLUMNS
+            }
+        )
+        .cte("issued"),
     )
     for rehashed in (False, True)
 }
@@ -109,28 +154,64 @@ async def issue_token_pair(
     Neither outlives the session's absolute end (``session_ends_at``). The row is
     inserted at once with a Core statement: nothing needs it as an ORM object.
     """
+    token = new_refresh_row(
+        runtime,
+        user_id=user_id,
+        organization_id=organization_id,
+        family_id=family_id,
+        session_started_at=session_started_at,
+    )
+    await session.execute(_INSERT_REFRESH_TOKEN, token.row)
+    return token.signed(runtime)
+
+
+@dataclass(frozen=True)
+class NewRefreshToken:
+    """A refresh token about to be stored: its raw value, its row and its session's end."""
+
+    raw: str
+    row: dict[str, Any]
+    session_end: datetime
+
+    def signed(self, runtime: Runtime) -> TokenPair:
+        """Once the row is stored: the pair with a new access token of its session."""
+        row = self.row
+        return signed_pair(
+            runtime,
+            self.raw,
+            row["user_id"],
+            row["organization_id"],
+            row["family_id"],
+            self.session_end,
+        )
+
+
+def new_refresh_row(
+    runtime: Runtime,
+    *,
+    user_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    family_id: uuid.UUID | None = None,
+    session_started_at: datetime | None = None,
+) -> NewRefreshToken:
     now = utcnow()
-    family = family_id or uuid.uuid4()
     started = session_started_at or now
     session_end = session_ends_at(runtime, started)
     raw = new_refresh_token()
     ttl = timedelta(seconds=runtime.settings.refresh_token_ttl_seconds)
-    await session.execute(
-        _INSERT_REFRESH_TOKEN,
-        {
-            "id": uuid7(),
-            "family_id": family,
-            "user_id": user_id,
-            "organization_id": organization_id,
-            "token_hash": hash_token(raw),
-            "created_at": now,
-            "expires_at": min(now + ttl, session_end),
-            "rotated_at": None,
-            "revoked_at": None,
-            "session_started_at": started,
-        },
+    values = (
+        uuid7(),
+        family_id or uuid.uuid4(),
+        user_id,
+        organization_id,
+        hash_token(raw),
+        now,
+        min(now + ttl, session_end),
+        None,  # rotated_at
+        None,  # revoked_at
+        started,
     )
-    return signed_pair(runtime, raw, user_id, organization_id, family, session_end)
+    return NewRefreshToken(raw, dict(zip(_REFRESH_ROW_COLUMNS, values, strict=True)), session_end)
 
 
 def new_refresh_token() -> str:
@@ -275,28 +356,54 @@ async def login(
     recorded: dict[str, Any] = {"user_id": user.id, "last_login_at": utcnow()}
     if new_hash is not None:
         recorded["password_hash"] = new_hash
-    async with runtime.db.transaction() as session:
-        await session.execute(_RECORD_LOGIN[new_hash is not None], recorded)
-        pair = await issue_token_pair(
-            session, runtime, user_id=user.id, organization_id=user.organization_id
-        )
-        await write_audit_event(
-            session,
-            AuditEventType.LOGIN_SUCCEEDED,
-            meta=meta,
-            organization_id=user.organization_id,
-            actor_id=user.id,
-            target_type="user",
-            target_id=user.id,
-            details={
-                "method": "password",
-                "password_rehashed": new_hash is not None,
-                **({"break_glass": True} if break_glass else {}),
-            },
-        )
+    token = new_refresh_row(runtime, user_id=user.id, organization_id=user.organization_id)
+    details: dict[str, Any] = {"method": "password", "password_rehashed": new_hash is not None}
+    if break_glass:
+        details["break_glass"] = True
+    audit_event = new_audit_event(
+        AuditEventType.LOGIN_SUCCEEDED,
+        meta,
+        user.organization_id,
+        user.id,
+        "user",
+        user.id,
+        details=details,
+    )
+    await _record_login(runtime, recorded, token, audit_event)
+    pair = token.signed(runtime)
     await attempt.succeeded(user)
     await record_auth_attempt(runtime, "password", True, started)
     return pair
+
+
+async def _record_login(
+    runtime: Runtime, recorded: dict[str, Any], token: NewRefreshToken, audit_event: AuditEvent
+) -> None:
+    """A login's writes: the user's last login (and rehashed password), the session's
+    first refresh token and the audit event, committed together.
+
+    PostgreSQL runs them as one statement that commits on its own (``_LOGIN_WRITES``):
+    no ``BEGIN`` or ``COMMIT`` round trip, and the organization's audit chain head is
+    locked only while PostgreSQL runs it. SQLite runs them in one write transaction.
+    """
+    # Committed before the access token is signed: make sure one can be, or the login
+    # would leave a session its caller never gets.
+    runtime.access_tokens.require_signing_key()
+    rehashed = "password_hash" in recorded
+    if runtime.db.engine.dialect.name == "postgresql":
+        params = {
+            **recorded,
+            **{f"token_{name}": value for name, value in token.row.items()},
+            **append_call_parameters(audit_event),
+        }
+        async with runtime.db.single_statement() as session:
+            appended = (await session.execute(_LOGIN_WRITES[rehashed], params)).one()
+            take_appended(session.sync_session, audit_event, appended)
+        return
+    async with runtime.db.transaction() as session:
+        await session.execute(_RECORD_LOGIN[rehashed], recorded)
+        await session.execute(_INSERT_REFRESH_TOKEN, token.row)
+        await session.run_sync(append_event, audit_event)
 
 
 async def record_auth_attempt(runtime: Runtime, method: str, success: bool, started: float) -> None:
