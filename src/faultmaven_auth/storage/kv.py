@@ -274,6 +274,18 @@ class MemoryStore:
         self._sets.clear()
 
 
+# KEYS: counters. ARGV: amount and TTL of each, in order. One command (and one reply) for
+# every counter: a MULTI/EXEC of INCRBY and EXPIRE per counter costs the client four. NX:
+# only a new key gets its TTL, so a steady stream cannot keep a window alive.
+_ADD_MANY = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('INCRBY', key, ARGV[2 * i - 1])
+  redis.call('EXPIRE', key, ARGV[2 * i], 'NX')
+end
+return counts
+"""
+
 # KEYS: counter, lock. ARGV: now, window. The counter is "<count> <window start>".
 _RESERVE_ATTEMPT = """
 local locked = tonumber(redis.call('GET', KEYS[2]) or '')
@@ -314,6 +326,7 @@ class RedisStore:
     def __init__(self, client: Redis, prefix: str = "") -> None:
         self._redis = client
         self._prefix = prefix
+        self._add = client.register_script(_ADD_MANY)
         self._reserve = client.register_script(_RESERVE_ATTEMPT)
         self._release = client.register_script(_RELEASE_ATTEMPT)
 
@@ -371,34 +384,20 @@ class RedisStore:
             return bool(await self._redis.set(self._k(key), value, ex=ttl_seconds, nx=True))
 
     async def increment(self, key: str, ttl_seconds: int) -> int:
-        _check_ttl(ttl_seconds)
-        full = self._k(key)
-        async with _redis_errors(), self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(full)
-            # NX: only a new key gets the TTL, so a steady stream cannot keep it alive.
-            pipe.expire(full, ttl_seconds, nx=True)
-            count, _ = await pipe.execute()
-        return int(count)
+        (count,) = await self.add_many([(key, 1, ttl_seconds)])
+        return count
 
     async def increment_many(self, counters: list[tuple[str, int]]) -> list[int]:
-        for _, ttl_seconds in counters:
-            _check_ttl(ttl_seconds)
-        async with _redis_errors(), self._redis.pipeline(transaction=True) as pipe:
-            for key, ttl_seconds in counters:
-                pipe.incr(self._k(key))
-                pipe.expire(self._k(key), ttl_seconds, nx=True)
-            replies = await pipe.execute()
-        return [int(count) for count in replies[::2]]
+        return await self.add_many([(key, 1, ttl_seconds) for key, ttl_seconds in counters])
 
     async def add_many(self, counters: list[tuple[str, int, int]]) -> list[int]:
-        for _, _, ttl_seconds in counters:
+        arguments: list[int] = []
+        for _, amount, ttl_seconds in counters:
             _check_ttl(ttl_seconds)
-        async with _redis_errors(), self._redis.pipeline(transaction=True) as pipe:
-            for key, amount, ttl_seconds in counters:
-                pipe.incrby(self._k(key), amount)
-                pipe.expire(self._k(key), ttl_seconds, nx=True)
-            replies = await pipe.execute()
-        return [int(count) for count in replies[::2]]
+            arguments += (amount, ttl_seconds)
+        async with _redis_errors():
+            counts = await self._add(keys=[self._k(key) for key, _, _ in counters], args=arguments)
+        return [int(count) for count in counts]
 
     async def reserve_attempt(
         self, key: str, *, lock_key: str, now: float, window_seconds: int
