@@ -8,7 +8,8 @@ the event loop's thread (the non-hash path) and every other thread (hashing, SQL
 read from ``/proc/<pid>/task``. CPU per login is what a shared machine distorts least.
 
     PYTHONPATH=src .venv/bin/python -m benchmarks.load.login_ab \\
-        --variant base= --variant nice10=PASSWORD_HASH_THREAD_NICENESS=10 [--rounds 3]
+        --variant base= --variant nice10=PASSWORD_HASH_THREAD_NICENESS=10 [--rounds 3] \\
+        [--backend postgres]
 """
 
 from __future__ import annotations
@@ -124,10 +125,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--backend", choices=("embedded", "postgres"), default="embedded")
     args = parser.parse_args()
     variants = [parse_variant(text) for text in args.variant]
     work = Path(tempfile.mkdtemp(prefix="fm-login-ab-"))
-    backend = prepare_backend("embedded", work, Options(seconds=args.seconds))
+    backend = prepare_backend(args.backend, work, Options(seconds=args.seconds))
     results = {name: Result() for name, _ in variants}
     try:
         for round_no in range(1, args.rounds + 1):
@@ -144,7 +146,7 @@ def main() -> None:
         close_backend(backend)
         shutil.rmtree(work, ignore_errors=True)
     print(
-        f"\nembedded, 1 worker, {args.connections} connections, {args.rounds} rounds of "
+        f"\n{args.backend}, 1 worker, {args.connections} connections, {args.rounds} rounds of "
         f"{args.seconds} s; medians over rounds\n"
     )
     print(
