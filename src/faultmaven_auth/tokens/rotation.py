@@ -58,6 +58,7 @@ from faultmaven_auth.storage.models import Organization, User
 from faultmaven_auth.storage.models.base import UTCDateTime, utcnow
 from faultmaven_auth.tokens.revocation import revoke_family_access
 from faultmaven_auth.tokens.service import (
+    REFRESH_ROW_COLUMNS,
     REFRESH_TOKENS,
     TokenPair,
     hash_token,
@@ -129,16 +130,7 @@ def _claim_and_insert_statement() -> ReturningInsert[Any]:
     """
     claimed = _CLAIM.cte("claimed")
     started = claimed.c.session_started_at
-    columns = (
-        "id",
-        "family_id",
-        "user_id",
-        "organization_id",
-        "token_hash",
-        "created_at",
-        "expires_at",
-        "session_started_at",
-    )
+    # In REFRESH_ROW_COLUMNS' order.
     successor = select(
         bindparam("successor_id", type_=REFRESH_TOKENS.c.id.type),
         claimed.c.family_id,
@@ -155,7 +147,7 @@ def _claim_and_insert_statement() -> ReturningInsert[Any]:
     tokens = REFRESH_TOKENS.c
     return (
         insert(REFRESH_TOKENS)
-        .from_select(columns, successor)
+        .from_select(REFRESH_ROW_COLUMNS, successor)
         .returning(
             tokens.family_id, tokens.user_id, tokens.organization_id, tokens.session_started_at
         )

@@ -90,8 +90,10 @@ _RECORD_LOGIN = {
     )
     for rehashed in (False, True)
 }
-# The columns of a new refresh token's row (``new_refresh_row``).
-_REFRESH_ROW_COLUMNS = (
+# The columns a new refresh token is inserted with (``new_refresh_row``, and the
+# successor a refresh inserts from its claimed row); ``rotated_at`` and ``revoked_at``
+# start NULL.
+REFRESH_ROW_COLUMNS = (
     "id",
     "family_id",
     "user_id",
@@ -99,8 +101,6 @@ _REFRESH_ROW_COLUMNS = (
     "token_hash",
     "created_at",
     "expires_at",
-    "rotated_at",
-    "revoked_at",
     "session_started_at",
 )
 # PostgreSQL: a successful login's writes as one statement (``_record_login``): the
@@ -113,7 +113,7 @@ _LOGIN_WRITES = {
         .values(
             {
                 name: bindparam(f"token_{name}", type_=REFRESH_TOKENS.c[name].type)
-                for name in _REFRESH_ROW_COLUMNS
+                for name in REFRESH_ROW_COLUMNS
             }
         )
         .cte("issued"),
@@ -207,11 +207,9 @@ def new_refresh_row(
         hash_token(raw),
         now,
         min(now + ttl, session_end),
-        None,  # rotated_at
-        None,  # revoked_at
         started,
     )
-    return NewRefreshToken(raw, dict(zip(_REFRESH_ROW_COLUMNS, values, strict=True)), session_end)
+    return NewRefreshToken(raw, dict(zip(REFRESH_ROW_COLUMNS, values, strict=True)), session_end)
 
 
 def new_refresh_token() -> str:
